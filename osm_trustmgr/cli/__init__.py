@@ -1,0 +1,1 @@
+"""Command-line programs: ``osm-trustmgr`` (service and admin) and ``osm-trust`` (user CLI)."""

@@ -1,0 +1,632 @@
+"""EK certificate chains, KDFs, MakeCredential and identity records, without a TPM."""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+from datetime import datetime
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
+from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
+
+from osm_trustmgr.failures import Failure
+from osm_trustmgr.tpm import algorithms as alg
+from osm_trustmgr.tpm.credential import (
+    _CURVE_ORDERS,
+    SymmetricDef,
+    check_activation,
+    ek_symmetric,
+    kdfa,
+    kdfe,
+    make_credential,
+)
+from osm_trustmgr.tpm.errors import EvidenceError
+from osm_trustmgr.tpm.identity import (
+    MAX_CHAIN_DEPTH,
+    Identity,
+    check_ak_attributes,
+    check_same_identity,
+    load_ca_bundle,
+    parse_ek_public,
+    verify_ek_certificate,
+)
+from osm_trustmgr.tpm.public import (
+    AK_REQUIRED,
+    DECRYPT,
+    FIXED_TPM,
+    USER_WITH_AUTH,
+    TpmPublic,
+    ak_qualified_name,
+    marshal_public,
+    parse_public,
+    public_from_pem,
+)
+from tests.tpm import pki
+from tests.tpm.pki import NOW, YEAR
+
+DER = serialization.Encoding.DER
+
+
+def der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(DER)
+
+
+def pem(*certs: x509.Certificate) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def fails(code: Failure, *args: object, **kwargs: object) -> EvidenceError:
+    with pytest.raises(EvidenceError) as caught:
+        verify_ek_certificate(*args, **kwargs)  # type: ignore[arg-type]
+    assert caught.value.code is code, caught.value
+    return caught.value
+
+
+@pytest.fixture(scope="module")
+def pki_chain() -> dict[str, object]:
+    """Vendor root (ECC P-384) → intermediate (RSA) → EK certificate (RSA key, RSA-PSS signature)."""
+    root_key = pki.ec_key(0, "secp384r1")
+    root = pki.root_ca("Vendor EK Root CA", root_key)
+    inter_key = pki.rsa_key(1)
+    inter = pki.sub_ca("Vendor EK Intermediate CA", inter_key, root, root_key)
+    ek_key = pki.rsa_key(2)
+    leaf = pki.ek_cert(ek_key.public_key(), inter, inter_key, signing="pss")
+    return {"root": root, "root_key": root_key, "inter": inter, "inter_key": inter_key, "ek_key": ek_key, "leaf": leaf}
+
+
+# --- EK certificate chains -------------------------------------------------------------------------------------
+
+
+def test_real_ek_oddities_are_accepted_and_described(pki_chain: dict) -> None:
+    root, inter, leaf, ek_key = pki_chain["root"], pki_chain["inter"], pki_chain["leaf"], pki_chain["ek_key"]
+    ek = parse_public(pki.ek_public(ek_key.public_key()))
+    info = verify_ek_certificate(der(leaf), [root, inter], NOW, ek)
+    assert info.subject == ""
+    assert info.issuer == inter.subject.rfc4514_string()
+    assert (info.manufacturer, info.model, info.version) == ("id:49465800", "SLB9670", "id:0007003F")
+    assert info.serial == leaf.serial_number
+    assert info.not_after == leaf.not_valid_after_utc
+    assert info.fingerprint == leaf.fingerprint(hashes.SHA256()).hex()
+    assert info.der == der(leaf)
+    assert info.chain == (inter.subject.rfc4514_string(),)  # a configured intermediate is an anchor itself
+
+
+def test_untrusted_intermediate_is_used_to_reach_the_root(pki_chain: dict) -> None:
+    root, inter, leaf = pki_chain["root"], pki_chain["inter"], pki_chain["leaf"]
+    info = verify_ek_certificate(der(leaf), [root], NOW, intermediates=[inter])
+    assert info.chain == (inter.subject.rfc4514_string(), root.subject.rfc4514_string())
+    # PEM input may carry the intermediate after the EK certificate, as the agent sends a chain.
+    assert verify_ek_certificate(pem(leaf, inter), [root], NOW).chain == info.chain
+
+
+def test_missing_intermediate_is_untrusted(pki_chain: dict) -> None:
+    error = fails(Failure.EK_CERT_UNTRUSTED, der(pki_chain["leaf"]), [pki_chain["root"]], NOW)
+    assert "Vendor EK Intermediate CA" in error.detail
+
+
+def test_an_untrusted_intermediate_alone_is_not_an_anchor(pki_chain: dict) -> None:
+    other_root = pki.root_ca("Other Root", pki.ec_key(9))
+    fails(Failure.EK_CERT_UNTRUSTED, der(pki_chain["leaf"]), [other_root], NOW, intermediates=[pki_chain["inter"]])
+
+
+@pytest.mark.parametrize("signer", ["rsa-pkcs1", "rsa-pss", "ecdsa-p256", "ecdsa-p384"])
+@pytest.mark.parametrize("ek_kind", ["rsa", "ecc"])
+def test_signature_algorithms(signer: str, ek_kind: str) -> None:
+    kind, _, detail = signer.partition("-")
+    ca_key = pki.rsa_key(3) if kind == "rsa" else pki.ec_key(3, "secp384r1" if detail == "p384" else "secp256r1")
+    ca = pki.root_ca("EK CA", ca_key, signing=detail)
+    ek_key = pki.rsa_key(4) if ek_kind == "rsa" else pki.ec_key(4)
+    leaf = pki.ek_cert(ek_key.public_key(), ca, ca_key, signing=detail)
+    ek = parse_public(pki.ek_public(ek_key.public_key()))
+    assert verify_ek_certificate(der(leaf), [ca], NOW, ek).chain == (ca.subject.rfc4514_string(),)
+
+
+@pytest.mark.parametrize(("key_ids", "words"), [(True, "another key identifier"), (False, "does not verify")])
+def test_wrong_issuer_with_the_same_name_is_untrusted(pki_chain: dict, key_ids: bool, words: str) -> None:
+    """An impostor root with the trusted root's name re-issues the intermediate: found by name, then rejected."""
+    impostor_key = pki.ec_key(5, "secp384r1")
+    impostor = pki.root_ca("Vendor EK Root CA", impostor_key)
+    inter = pki.issue(
+        pki.name("Vendor EK Intermediate CA"),
+        pki_chain["inter_key"].public_key(),
+        impostor.subject,
+        impostor_key,
+        ca=True,
+        key_ids=key_ids,
+    )
+    error = fails(Failure.EK_CERT_UNTRUSTED, der(pki_chain["leaf"]), [pki_chain["root"]], NOW, intermediates=[inter])
+    assert words in error.detail
+
+
+def test_forged_signature_without_key_identifiers_is_untrusted(pki_chain: dict) -> None:
+    """No AKI to steer the search: the signature alone must reject the forger."""
+    forger = pki.rsa_key(6)
+    leaf = pki.issue(x509.Name([]), pki.rsa_key(2).public_key(), pki_chain["inter"].subject, forger, key_ids=False)
+    error = fails(Failure.EK_CERT_UNTRUSTED, der(leaf), [pki_chain["root"], pki_chain["inter"]], NOW)
+    assert "does not verify" in error.detail
+
+
+def test_unrelated_issuer_is_untrusted(pki_chain: dict) -> None:
+    error = fails(Failure.EK_CERT_UNTRUSTED, der(pki_chain["leaf"]), [pki.root_ca("Somebody Else", pki.ec_key(7))], NOW)
+    assert "no CA certificate is named" in error.detail
+
+
+def test_same_name_ca_is_chosen_by_signature() -> None:
+    """Two CAs share a name (a rekeyed vendor CA); the right one is found with or without key identifiers."""
+    old_key, new_key = pki.ec_key(10), pki.ec_key(11)
+    old, new = pki.root_ca("Rekeyed CA", old_key), pki.root_ca("Rekeyed CA", new_key)
+    for key_ids in (True, False):
+        leaf = pki.issue(x509.Name([]), pki.ec_key(12).public_key(), new.subject, new_key, key_ids=key_ids)
+        assert verify_ek_certificate(der(leaf), [old, new], NOW).chain == (new.subject.rfc4514_string(),)
+
+
+def test_issuer_names_match_despite_case_spacing_and_string_type() -> None:
+    ca_key = pki.ec_key(13)
+    ca = pki.root_ca("Vendor  EK CA", ca_key)
+    issuer = x509.Name(
+        [
+            x509.NameAttribute(
+                x509.NameOID.ORGANIZATION_NAME, "EXAMPLE TPM VENDOR", x509.name._ASN1Type.PrintableString
+            ),
+            x509.NameAttribute(x509.NameOID.COMMON_NAME, "vendor ek ca", x509.name._ASN1Type.PrintableString),
+        ]
+    )
+    leaf = pki.issue(x509.Name([]), pki.ec_key(14).public_key(), issuer, ca_key)
+    assert verify_ek_certificate(der(leaf), [ca], NOW).issuer != ca.subject.rfc4514_string()
+
+
+@pytest.mark.parametrize(
+    ("which", "not_before", "not_after", "words"),
+    [
+        ("leaf", NOW - 3 * YEAR, NOW - YEAR, "expired"),
+        ("leaf", NOW + YEAR, NOW + 3 * YEAR, "not valid before"),
+        ("inter", NOW - 3 * YEAR, NOW - YEAR, "expired"),
+        ("root", NOW - 3 * YEAR, NOW - YEAR, "expired"),
+        ("root", NOW + YEAR, NOW + 3 * YEAR, "not valid before"),
+    ],
+)
+def test_outside_validity(which: str, not_before: datetime, not_after: datetime, words: str) -> None:
+    period = {"not_before": not_before, "not_after": not_after}
+    root_key, inter_key = pki.ec_key(20), pki.ec_key(21)
+    root = pki.root_ca("Root", root_key, **(period if which == "root" else {}))
+    inter = pki.sub_ca("Intermediate", inter_key, root, root_key, **(period if which == "inter" else {}))
+    leaf = pki.ek_cert(pki.ec_key(22).public_key(), inter, inter_key, **(period if which == "leaf" else {}))
+    error = fails(Failure.EK_CERT_EXPIRED, der(leaf), [root], NOW, intermediates=[inter])
+    assert words in error.detail
+    valid_at = not_before + (not_after - not_before) / 2
+    assert verify_ek_certificate(der(leaf), [root], valid_at, intermediates=[inter]).der == der(leaf)
+
+
+def test_renewed_ca_wins_over_its_expired_predecessor() -> None:
+    key = pki.ec_key(23)
+    expired = pki.root_ca("Renewed CA", key, not_before=NOW - 5 * YEAR, not_after=NOW - YEAR)
+    renewed = pki.root_ca("Renewed CA", key)
+    leaf = pki.ek_cert(pki.ec_key(24).public_key(), renewed, key)
+    assert verify_ek_certificate(der(leaf), [expired, renewed], NOW).der == der(leaf)
+    fails(Failure.EK_CERT_EXPIRED, der(leaf), [expired], NOW)
+
+
+def test_self_signed_leaf() -> None:
+    key = pki.ec_key(25)
+    subject = pki.name("My Own EK")
+    leaf = pki.issue(subject, key.public_key(), subject, key, extensions=pki.tcg_oddities())
+    fails(Failure.EK_CERT_SELF_SIGNED, der(leaf), [leaf], NOW)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"",
+        b"\x00" * 64,
+        b"\x30\x03\x02\x01",
+        b"\x30\x82\xff\xff" + bytes(10),
+        b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+        os.urandom(300),
+    ],
+)
+def test_garbage_is_malformed(garbage: bytes, pki_chain: dict) -> None:
+    fails(Failure.EK_CERT_MALFORMED, garbage, [pki_chain["root"]], NOW)
+
+
+def test_truncated_certificate_is_malformed(pki_chain: dict) -> None:
+    fails(Failure.EK_CERT_MALFORMED, der(pki_chain["leaf"])[:-1], [pki_chain["root"]], NOW)
+
+
+@pytest.mark.parametrize("padding_byte", [b"\x00", b"\xff"])
+def test_nv_padding_is_tolerated(padding_byte: bytes, pki_chain: dict) -> None:
+    raw = der(pki_chain["leaf"])
+    info = verify_ek_certificate(raw + padding_byte * 700, [pki_chain["root"], pki_chain["inter"]], NOW)
+    assert info.der == raw
+
+
+def test_trailing_data_that_is_not_padding_is_malformed(pki_chain: dict) -> None:
+    error = fails(Failure.EK_CERT_MALFORMED, der(pki_chain["leaf"]) + b"\x00\x00\x01", [pki_chain["root"]], NOW)
+    assert "not NV padding" in error.detail
+
+
+def test_key_mismatch(pki_chain: dict) -> None:
+    other = parse_public(pki.ek_public(pki.rsa_key(8).public_key()))
+    fails(Failure.EK_KEY_MISMATCH, der(pki_chain["leaf"]), [pki_chain["root"], pki_chain["inter"]], NOW, other)
+
+
+def test_ecc_key_mismatch_same_curve() -> None:
+    ca_key = pki.ec_key(26)
+    ca = pki.root_ca("ECC CA", ca_key)
+    leaf = pki.ek_cert(pki.ec_key(27).public_key(), ca, ca_key)
+    fails(Failure.EK_KEY_MISMATCH, der(leaf), [ca], NOW, parse_public(pki.ek_public(pki.ec_key(28).public_key())))
+
+
+def test_rsaes_oaep_subject_key_is_read() -> None:
+    """Some vendors label EK keys id-RSAES-OAEP, which X.509 libraries refuse to load."""
+    ca_key = pki.rsa_key(3)
+    ca = pki.root_ca("OAEP CA", ca_key)
+    ek_key = pki.rsa_key(2)
+    plain = pki.ek_cert(ek_key.public_key(), ca, ca_key)
+    rsa_encryption = bytes.fromhex("06092a864886f70d010101")
+    tbs = plain.tbs_certificate_bytes.replace(rsa_encryption, bytes.fromhex("06092a864886f70d010107"), 1)
+    assert tbs != plain.tbs_certificate_bytes
+    signature = ca_key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())  # same length: splice in place
+    oaep = der(plain).replace(plain.tbs_certificate_bytes, tbs).replace(plain.signature, signature)
+    with pytest.raises(Exception):  # noqa: B017 - whatever cryptography raises, it cannot load this key
+        x509.load_der_x509_certificate(oaep).public_key()
+    ek = parse_public(pki.ek_public(ek_key.public_key()))
+    assert verify_ek_certificate(oaep, [ca], NOW, ek).der == oaep
+    fails(Failure.EK_KEY_MISMATCH, oaep, [ca], NOW, parse_public(pki.ek_public(pki.rsa_key(8).public_key())))
+
+
+@pytest.mark.parametrize(
+    ("ca_options", "words"),
+    [
+        ({"ca": False, "key_cert_sign": True}, "is not a CA"),
+        ({"ca": True, "key_cert_sign": False}, "may not sign certificates"),
+    ],
+)
+def test_issuer_must_be_a_ca(ca_options: dict, words: str) -> None:
+    root_key, issuer_key = pki.ec_key(30), pki.ec_key(31)
+    root = pki.root_ca("Root", root_key)
+    issuer = pki.issue(pki.name("Not A CA"), issuer_key.public_key(), root.subject, root_key, **ca_options)
+    leaf = pki.ek_cert(pki.ec_key(32).public_key(), issuer, issuer_key)
+    error = fails(Failure.EK_CERT_UNTRUSTED, der(leaf), [root], NOW, intermediates=[issuer])
+    assert words in error.detail
+
+
+def test_issuer_without_basic_constraints_is_accepted() -> None:
+    """v1-style CA certificates carry no extensions; RFC 5280 allows them as trust anchors."""
+    key = pki.ec_key(33)
+    ca = pki.issue(pki.name("Legacy CA"), key.public_key(), pki.name("Legacy CA"), key, key_ids=False)
+    leaf = pki.ek_cert(pki.ec_key(34).public_key(), ca, key)
+    assert verify_ek_certificate(der(leaf), [ca], NOW).chain == (ca.subject.rfc4514_string(),)
+
+
+def test_path_length_constraint() -> None:
+    root_key, inter_key = pki.ec_key(35), pki.ec_key(36)
+    root = pki.root_ca("Root", root_key, path_length=0)
+    inter = pki.sub_ca("Intermediate", inter_key, root, root_key)
+    leaf = pki.ek_cert(pki.ec_key(37).public_key(), inter, inter_key)
+    error = fails(Failure.EK_CERT_UNTRUSTED, der(leaf), [root], NOW, intermediates=[inter])
+    assert "allows 0 intermediate CAs" in error.detail
+
+
+def _ladder(length: int) -> tuple[x509.Certificate, list[x509.Certificate], x509.Certificate]:
+    """root → ``length`` intermediates → EK certificate."""
+    keys = [pki.ec_key(100 + i) for i in range(length + 1)]
+    chain = [pki.root_ca("Ladder 0", keys[0])]
+    for i in range(1, length + 1):
+        chain.append(pki.sub_ca(f"Ladder {i}", keys[i], chain[-1], keys[i - 1]))
+    return chain[0], chain[1:], pki.ek_cert(pki.ec_key(99).public_key(), chain[-1], keys[-1])
+
+
+def test_chain_depth_is_bounded() -> None:
+    root, inters, leaf = _ladder(MAX_CHAIN_DEPTH - 1)
+    assert len(verify_ek_certificate(der(leaf), [root], NOW, intermediates=inters).chain) == MAX_CHAIN_DEPTH
+    root, inters, leaf = _ladder(MAX_CHAIN_DEPTH)
+    error = fails(Failure.EK_CERT_UNTRUSTED, der(leaf), [root], NOW, intermediates=inters)
+    assert f"longer than {MAX_CHAIN_DEPTH}" in error.detail
+
+
+def test_issuer_loop_terminates() -> None:
+    a_key, b_key = pki.ec_key(40), pki.ec_key(41)
+    a_name, b_name = pki.name("Loop A"), pki.name("Loop B")
+    a = pki.issue(a_name, a_key.public_key(), b_name, b_key, ca=True)  # A issued by B
+    b = pki.issue(b_name, b_key.public_key(), a_name, a_key, ca=True)  # B issued by A
+    leaf = pki.ek_cert(pki.ec_key(42).public_key(), a, a_key)
+    error = fails(
+        Failure.EK_CERT_UNTRUSTED, der(leaf), [pki.root_ca("Unrelated", pki.ec_key(43))], NOW, intermediates=[a, b]
+    )
+    assert "loop" in error.detail
+
+
+def test_naive_time_is_a_programming_error(pki_chain: dict) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        verify_ek_certificate(der(pki_chain["leaf"]), [pki_chain["root"]], datetime(2026, 1, 1))
+
+
+def test_load_ca_bundle(pki_chain: dict) -> None:
+    root, inter = pki_chain["root"], pki_chain["inter"]
+    assert load_ca_bundle(pem(root, inter)) == [root, inter]
+    assert load_ca_bundle(der(root)) == [root]
+    for broken in (b"", b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n", b"\x30\x00"):
+        with pytest.raises(ValueError, match="EK CA bundle"):
+            load_ca_bundle(broken)
+
+
+# --- KDFs --------------------------------------------------------------------------------------------------------
+
+# The TPM 2.0 reference implementation's KDFa self-test vector (libtpms src/tpm2/KdfTestData.h): 160 bits
+# from a 20-byte key, label "KDFSELFTESTLABEL\0" (already zero-terminated), two 8-byte contexts.
+KDF_SELF_TEST = {
+    "key": bytes.fromhex("271FA08BBDC5060EC3DFA928FF9B73123A12DA0C"),
+    "label": b"KDFSELFTESTLABEL\x00",
+    "context_u": bytes.fromhex("CE244F395DCA7391"),
+    "context_v": bytes.fromhex("DA504031DDF12E83"),
+}
+
+
+@pytest.mark.parametrize(
+    ("hash_alg", "expected"),
+    [
+        (alg.SHA1, "55b5a7184aa07423c47dae766c26a2377d7cf851"),
+        (alg.SHA256, "bb0259e1c8ba607e6a2cd704b69a902e9ade84c4"),
+        (alg.SHA384, "1dce70c9113eb2dba47bd9cfc72bf46f45b09312"),
+        (alg.SHA512, "8be2c1b85b78569b9fa759f5857c56d684810fd3"),
+    ],
+)
+def test_kdfa_reference_implementation_vector(hash_alg: alg.HashAlg, expected: str) -> None:
+    assert kdfa(hash_alg, bits=160, **KDF_SELF_TEST).hex() == expected
+
+
+@pytest.mark.parametrize("hash_alg", [alg.SHA1, alg.SHA256, alg.SHA384])
+@pytest.mark.parametrize("size", [16, 32, 33, 100])
+def test_kdfa_is_sp800_108_counter_mode(hash_alg: alg.HashAlg, size: int) -> None:
+    rng = random.Random(size * hash_alg.alg_id)
+    key, context_u, context_v = rng.randbytes(32), rng.randbytes(size % 23), rng.randbytes(7)
+    independent = KBKDFHMAC(
+        algorithm=hash_alg.crypto(),
+        mode=Mode.CounterMode,
+        length=size,
+        rlen=4,
+        llen=4,
+        location=CounterLocation.BeforeFixed,
+        label=b"STORAGE",
+        context=context_u + context_v,
+        fixed=None,
+    ).derive(key)
+    assert kdfa(hash_alg, key, b"STORAGE", context_u, context_v, size * 8) == independent
+
+
+# Vectors generated with go-tpm's KDFe (github.com/chrisfenner/tpm-test-vectors, vectors/kdfe.json), including
+# sizes that are not whole bytes (the leading byte is masked).
+@pytest.mark.parametrize(
+    ("name", "hash_alg", "z", "use", "party_u", "party_v", "bits", "expected"),
+    [
+        (
+            "00_SHA1_111", alg.SHA1, "beefefba63c91e8eb318785c374600", b"ATH", "ff8318b65e46b3",
+            "32aa861b336c991a52b15c0c72889895e8cad4ff", 111, "123decb8050fca8d6585f61946e2",
+        ),
+        (
+            "06_SHA1_32", alg.SHA1, "9b050039c8e5ca60deeb978f2faf573c94af61", b"IDENTITY",
+            "ff1a1852db7b60a5c963f17eb306f3a905d100ae", "0047ee45771a256d58b091b6d6", 32, "94c3c160",
+        ),
+        (
+            "30_SHA256_109", alg.SHA256, "c3e3c34e82ccfa82d8999bf2635bb7cd01f3d65f03ff", b"CFB",
+            "55576a51c0e45b86557535e9ea50d5e7f4a80bb426e7ff", "dffdece923181dc335c1e936ff", 109,
+            "1106264c89948737c140d2f5b40e",
+        ),
+    ],
+)  # fmt: skip
+def test_kdfe_vectors(
+    name: str, hash_alg: alg.HashAlg, z: str, use: bytes, party_u: str, party_v: str, bits: int, expected: str
+) -> None:
+    out = kdfe(hash_alg, bytes.fromhex(z), use, bytes.fromhex(party_u), bytes.fromhex(party_v), bits)
+    assert out.hex() == expected, name
+
+
+def test_kdfe_is_the_sp800_56a_concatenation_kdf() -> None:
+    z, party_u, party_v = os.urandom(32), os.urandom(32), os.urandom(32)
+    independent = ConcatKDFHash(hashes.SHA256(), 48, otherinfo=b"IDENTITY\x00" + party_u + party_v).derive(z)
+    assert kdfe(alg.SHA256, z, b"IDENTITY", party_u, party_v, 48 * 8) == independent
+
+
+def test_kdf_rejects_empty_output() -> None:
+    with pytest.raises(ValueError):
+        kdfa(alg.SHA256, b"k", b"L", b"", b"", 0)
+
+
+@pytest.mark.parametrize("curve", [ec.SECP256R1(), ec.SECP384R1(), ec.SECP521R1()])
+def test_curve_orders(curve: ec.EllipticCurve) -> None:
+    """(n−1)·G = −G has G's x-coordinate, and n·G is the point at infinity: n is the group order."""
+    order = _CURVE_ORDERS[curve.name]
+    g = ec.derive_private_key(1, curve).public_key().public_numbers()
+    minus_g = ec.derive_private_key(order - 1, curve).public_key().public_numbers()
+    assert (minus_g.x, minus_g.y) != (g.x, g.y) and minus_g.x == g.x
+    with pytest.raises(ValueError):
+        ec.derive_private_key(order, curve)
+
+
+# --- MakeCredential ----------------------------------------------------------------------------------------------
+
+AK = parse_public(marshal_public(pki.ec_key(50).public_key(), attributes=AK_REQUIRED | USER_WITH_AUTH))
+assert AK.name is not None
+AK_NAME = AK.name
+
+
+def _ek(kind: str, **template: Any) -> tuple[Any, TpmPublic]:
+    key = {"rsa": pki.rsa_key(2), "ecc": pki.ec_key(51), "ecc384": pki.ec_key(52, "secp384r1")}[kind]
+    name_alg = alg.SHA384 if kind == "ecc384" else alg.SHA256
+    return key, parse_public(pki.ek_public(key.public_key(), name_alg=name_alg, **template))
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ecc", "ecc384"])
+@pytest.mark.parametrize("sym_bits", [128, 256])
+def test_make_credential_round_trip(kind: str, sym_bits: int) -> None:
+    key, ek = _ek(kind, sym_bits=sym_bits)
+    secret = os.urandom(ek.name_alg.size)
+    blob, encrypted = make_credential(ek, AK_NAME, secret)
+    assert struct.unpack(">H", blob[:2])[0] == len(blob) - 2
+    assert struct.unpack(">H", encrypted[:2])[0] == len(encrypted) - 2
+    # TPM2B_ID_OBJECT = size ‖ TPM2B_DIGEST(HMAC) ‖ encIdentity (encrypted TPM2B_DIGEST of the secret)
+    assert len(blob) == 2 + 2 + ek.name_alg.size + 2 + len(secret)
+    assert pki.soft_activate(key, ek, AK_NAME, blob, encrypted, sym_bytes=sym_bits // 8) == secret
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ecc"])
+def test_wrong_ak_name_or_tampering_fails_activation(kind: str) -> None:
+    key, ek = _ek(kind)
+    secret = os.urandom(32)
+    blob, encrypted = make_credential(ek, AK_NAME, secret)
+    other_name = AK_NAME[:-1] + bytes([AK_NAME[-1] ^ 1])
+    with pytest.raises(pki.ActivationFailed):
+        pki.soft_activate(key, ek, other_name, blob, encrypted)
+    tampered = blob[:-1] + bytes([blob[-1] ^ 0x80])
+    with pytest.raises(pki.ActivationFailed):
+        pki.soft_activate(key, ek, AK_NAME, tampered, encrypted)
+
+
+def test_another_eks_key_cannot_activate() -> None:
+    _, ek = _ek("ecc")
+    blob, encrypted = make_credential(ek, AK_NAME, os.urandom(32))
+    other = pki.ec_key(53)
+    with pytest.raises(pki.ActivationFailed):
+        pki.soft_activate(other, ek, AK_NAME, blob, encrypted)
+
+
+def test_ecc_credential_is_driven_by_rng() -> None:
+    _, ek = _ek("ecc")
+    secret = bytes(range(32))
+    first = make_credential(ek, AK_NAME, secret, rng=random.Random(7).randbytes)
+    assert make_credential(ek, AK_NAME, secret, rng=random.Random(7).randbytes) == first
+    assert make_credential(ek, AK_NAME, secret, rng=random.Random(8).randbytes) != first
+
+
+def test_rsa_seed_comes_from_rng() -> None:
+    key, ek = _ek("rsa")
+    seed = bytes(range(32))
+    _, encrypted = make_credential(ek, AK_NAME, os.urandom(32), rng=lambda n: seed[:n])
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=b"IDENTITY\x00")
+    assert key.decrypt(encrypted[2:], oaep) == seed
+
+
+@pytest.mark.parametrize("size", [0, 15, 33])
+def test_secret_size_is_checked(size: int) -> None:
+    _, ek = _ek("rsa")
+    with pytest.raises(EvidenceError) as caught:
+        make_credential(ek, AK_NAME, bytes(size))
+    assert caught.value.code is Failure.CREDENTIAL_FAILED
+
+
+@pytest.mark.parametrize(
+    "ek_bytes",
+    [
+        pki.ek_public(pki.ec_key(51).public_key(), attributes=pki.EK_ATTRIBUTES & ~DECRYPT),
+        pki.ek_public(pki.ec_key(51).public_key(), attributes=pki.EK_ATTRIBUTES | 0x00040000),  # sign too
+        pki.ek_public(pki.ec_key(51).public_key(), sym_alg=alg.ALG_NULL),
+        pki.ek_public(pki.ec_key(51).public_key(), sym_bits=64),
+        marshal_public(pki.ec_key(51).public_key()),  # an AK, not an EK
+    ],
+    ids=["no-decrypt", "sign", "no-symmetric", "bad-key-bits", "signing-key"],
+)
+def test_ek_must_be_a_restricted_decryption_key(ek_bytes: bytes) -> None:
+    with pytest.raises(EvidenceError) as caught:
+        make_credential(parse_public(ek_bytes), AK_NAME, os.urandom(32))
+    assert caught.value.code is Failure.EK_MALFORMED
+
+
+def test_bare_public_key_is_not_an_ek() -> None:
+    spki = pki.ec_key(51).public_key().public_bytes(DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    with pytest.raises(EvidenceError) as caught:
+        make_credential(public_from_pem(spki), AK_NAME, os.urandom(32))
+    assert caught.value.code is Failure.EK_MALFORMED
+
+
+@pytest.mark.parametrize(
+    "name", [b"", b"\x00", b"\x00\x0b" + bytes(31), b"\x00\x0b" + bytes(33), b"\x12\x34" + bytes(32)]
+)
+def test_ak_name_must_be_a_name(name: bytes) -> None:
+    _, ek = _ek("rsa")
+    with pytest.raises(EvidenceError) as caught:
+        make_credential(ek, name, os.urandom(32))
+    assert caught.value.code is Failure.AK_MALFORMED
+
+
+def test_ek_symmetric() -> None:
+    assert ek_symmetric(_ek("rsa", sym_bits=256)[1]) == SymmetricDef(alg.ALG_AES, 256, alg.ALG_CFB)
+    assert ek_symmetric(_ek("ecc")[1]) == SymmetricDef(alg.ALG_AES, 128, alg.ALG_CFB)
+
+
+def test_check_activation() -> None:
+    secret = os.urandom(32)
+    assert check_activation(secret, bytes(secret))
+    assert not check_activation(secret, secret[:-1] + bytes([secret[-1] ^ 1]))
+    assert not check_activation(secret, secret[:16])
+    assert not check_activation(b"", b"")
+
+
+# --- identity records --------------------------------------------------------------------------------------------
+
+
+def _identity(ek_index: int = 60, ak_index: int = 61, cert: bytes | None = None) -> Identity:
+    ek = pki.ek_public(pki.ec_key(ek_index).public_key())
+    ak = marshal_public(pki.ec_key(ak_index).public_key(), attributes=AK_REQUIRED | USER_WITH_AUTH)
+    return Identity.from_publics(ek, ak, cert)
+
+
+def test_identity_names() -> None:
+    identity = _identity()
+    ek, ak = parse_ek_public(identity.ek_public), parse_public(identity.ak_public)
+    assert identity.ak_name == ak.name
+    assert identity.ak_qualified_name == ak_qualified_name(ek, ak)
+    assert identity.ak_qualified_name != identity.ak_name
+
+
+def test_same_identity_passes_even_with_another_encoding_or_certificate() -> None:
+    enrolled = _identity()
+    check_same_identity(enrolled, enrolled)
+    bare_tpmt = Identity(
+        enrolled.ek_public[2:], b"reissued", enrolled.ak_public[2:], enrolled.ak_name, enrolled.ak_qualified_name
+    )
+    check_same_identity(enrolled, bare_tpmt)
+
+
+@pytest.mark.parametrize("change", ["ek", "ak", "ak_name", "qualified_name"])
+def test_changed_identity(change: str) -> None:
+    enrolled = _identity()
+    presented = {
+        "ek": _identity(ek_index=62),
+        "ak": _identity(ak_index=63),
+        "ak_name": Identity(
+            enrolled.ek_public, None, enrolled.ak_public, b"\x00\x0b" + bytes(32), enrolled.ak_qualified_name
+        ),
+        "qualified_name": Identity(
+            enrolled.ek_public, None, enrolled.ak_public, enrolled.ak_name, b"\x00\x0b" + bytes(32)
+        ),
+    }[change]
+    with pytest.raises(EvidenceError) as caught:
+        check_same_identity(enrolled, presented)
+    assert caught.value.code is Failure.IDENTITY_CHANGED
+    assert caught.value.detail.startswith("EK changed" if change == "ek" else "AK changed")
+
+
+def test_unparsable_ek_public_is_ek_malformed() -> None:
+    with pytest.raises(EvidenceError) as caught:
+        parse_ek_public(b"\x00\x01\x00")
+    assert caught.value.code is Failure.EK_MALFORMED
+
+
+def test_ak_attributes() -> None:
+    key = pki.ec_key(64).public_key()
+    check_ak_attributes(parse_public(marshal_public(key, attributes=AK_REQUIRED | USER_WITH_AUTH)))
+    for attributes, words in [
+        (AK_REQUIRED & ~FIXED_TPM, "missing fixedTPM"),
+        (AK_REQUIRED | DECRYPT, "decrypt set"),
+        (USER_WITH_AUTH, "missing fixedTPM, fixedParent, sensitiveDataOrigin, restricted, sign"),
+    ]:
+        with pytest.raises(EvidenceError) as caught:
+            check_ak_attributes(parse_public(marshal_public(key, attributes=attributes)))
+        assert caught.value.code is Failure.AK_ATTRIBUTES
+        assert words in caught.value.detail
