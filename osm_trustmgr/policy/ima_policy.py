@@ -102,24 +102,21 @@ def _compile(patterns: list[str]) -> re.Pattern[str] | None:
 
 def _load_key(data: str | bytes) -> tuple[PublicKey, frozenset[int]]:
     raw = data.encode() if isinstance(data, str) else data
-    loaders = (
-        (b"CERTIFICATE", x509.load_pem_x509_certificate),
-        (b"PUBLIC KEY", serialization.load_pem_public_key),
-        (None, x509.load_der_x509_certificate),
-        (None, serialization.load_der_public_key),
-    )
-    for marker, load in loaders:
-        if marker is not None and b"-----BEGIN " + marker not in raw:
-            continue
+    pem = b"-----BEGIN" in raw
+    try:
+        loaded: object = (x509.load_pem_x509_certificate if pem else x509.load_der_x509_certificate)(raw)
+    except ValueError:
         try:
-            loaded = load(raw)
+            loaded = (serialization.load_pem_public_key if pem else serialization.load_der_public_key)(raw)
         except (ValueError, UnsupportedAlgorithm):
-            continue
+            raise EvidenceError(Failure.POLICY_MALFORMED, "IMA key is not a public key or certificate") from None
+    try:
         key = loaded.public_key() if isinstance(loaded, x509.Certificate) else loaded
-        if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-            raise EvidenceError(Failure.POLICY_MALFORMED, "IMA signing keys must be RSA or ECDSA")
-        return key, ima_keyids(loaded if isinstance(loaded, x509.Certificate) else key)
-    raise EvidenceError(Failure.POLICY_MALFORMED, "IMA key is not a PEM/DER public key or certificate")
+    except UnsupportedAlgorithm:
+        key = None
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise EvidenceError(Failure.POLICY_MALFORMED, "IMA signing keys must be RSA or ECDSA")
+    return key, ima_keyids(loaded if isinstance(loaded, x509.Certificate) else key)
 
 
 def evaluate_ima(entries: Sequence[ImaEntry], policy: ImaPolicy, *, first_index: int = 0) -> list[ImaFinding]:
@@ -146,8 +143,10 @@ def _judge(entry: ImaEntry, index: int, policy: ImaPolicy) -> ImaFinding | None:
             return None
         why = "measurement violation (file measured while open for write, or written while measured)"
         return _finding(Failure.IMA_VIOLATION, index, entry, why)
-    if entry.path == BOOT_AGGREGATE and entry.template_name != IMA_BUF:
-        return None  # checked against the quoted PCRs instead (check_boot_aggregate)
+    if index == 0 and entry.path == BOOT_AGGREGATE:
+        # Checked against the quoted PCRs instead (check_boot_aggregate). Only the first entry: a
+        # file whose path cannot be resolved is recorded by its bare name (ima_api.c, ima_d_path).
+        return None
     if entry.template_name != IMA_BUF:
         if policy.exclude is not None and policy.exclude.match(entry.path):
             return None

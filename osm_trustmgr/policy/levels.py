@@ -11,12 +11,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from osm_trustmgr.failures import Failure
-from osm_trustmgr.policy.ima_rules import ima_findings
+from osm_trustmgr.policy.ima_policy import evaluate_ima
 from osm_trustmgr.policy.model import PcrReference, TrustPolicy
 from osm_trustmgr.policy.result import VerifierState
-from osm_trustmgr.tpm import eventlog, uefi_facts
+from osm_trustmgr.tpm import eventlog
 from osm_trustmgr.tpm.algorithms import hash_by_name
 from osm_trustmgr.tpm.errors import EvidenceError
+from osm_trustmgr.tpm.eventlog_facts import boot_components, secure_boot_state
 from osm_trustmgr.tpm.ima import parse_ima_ascii
 from osm_trustmgr.tpm.ima_replay import find_quoted_prefix, match_boot_aggregate
 from osm_trustmgr.tpm.ima_templates import ImaEntry
@@ -83,7 +84,9 @@ def _eventlog(evidence: Evidence, found: Findings) -> eventlog.EventLog | None:
     return log
 
 
-def _check_replay(replayed: PcrBanks, quoted: PcrBanks, pcrs: tuple[int, ...] | range, found: Findings, level: int) -> None:
+def _check_replay(
+    replayed: PcrBanks, quoted: PcrBanks, pcrs: tuple[int, ...] | range, found: Findings, level: int
+) -> None:
     for bank, values in quoted.items():
         for i in pcrs:
             if i not in values or bank not in replayed:
@@ -111,13 +114,14 @@ def _check_platform(
     if log is None or replayed is None:
         return
     _check_replay(replayed, quoted, PLATFORM_PCRS, found, 2)
-    sb = uefi_facts.secure_boot_state(log)
+    sb = secure_boot_state(log)
     found.claims["secure_boot"] = sb.enabled
     if platform.secure_boot == "required" and sb.enabled is not True:
         state = "disabled" if sb.enabled is False else "not measured"
         found.fail(Failure.SECUREBOOT_DISABLED, f"Secure Boot is {state} but the policy requires it", 2)
     for name, allowed in (("PK", platform.pk), ("KEK", platform.kek), ("db", platform.db), ("dbx", platform.dbx)):
-        measured = sb.variables.get(name)
+        fact = sb.variables.get(name)
+        measured = fact.data_sha256 if fact else None
         if allowed and measured not in allowed:
             shown = measured[:16] + "…" if measured else "not measured"
             found.fail(Failure.SECUREBOOT_DB, f"Secure Boot {name} ({shown}) is not an allowed value", 2)
@@ -132,18 +136,26 @@ def _check_os(
     if log is None or replayed is None:
         return
     _check_replay(replayed, quoted, OS_PCRS, found, 3)
-    boot = uefi_facts.boot_facts(log)
-    found.claims["boot"] = {"applications": len(boot.applications), "cmdlines": list(boot.cmdlines)}
+    components = boot_components(log)
+    applications = [c for c in components if c.kind == "efi_application"]
+    cmdlines = [c for c in components if c.kind == "kernel_cmdline"]
+    found.claims["boot"] = {
+        "applications": [{"path": a.path, "digests": a.digests} for a in applications],
+        "kernel_cmdlines": [c.value for c in cmdlines],
+    }
     if os_policy.boot_components:
         allowed = set(os_policy.boot_components)
-        for app in boot.applications:
-            if not allowed.intersection(d.hex() for d in app.digests.values()):
-                found.fail(Failure.BOOT_COMPONENT, f"boot application {app.describe()} is not allowed", 3)
+        for app in applications:
+            if not allowed.intersection(app.digests.values()):
+                name = app.path or f"event {app.index}"
+                found.fail(Failure.BOOT_COMPONENT, f"boot application {name} is not allowed", 3)
     if os_policy.kernel_cmdline:
         patterns = [re.compile(p) for p in os_policy.kernel_cmdline]
-        for cmdline in boot.cmdlines:
-            if not any(p.fullmatch(cmdline) for p in patterns):
-                found.fail(Failure.BOOT_CMDLINE, f"kernel command line {cmdline!r} is not allowed", 3)
+        for c in cmdlines:
+            if c.verified is False:
+                found.fail(Failure.BOOT_CMDLINE, f"event {c.index}: command line text does not match its digest", 3)
+            elif not any(p.fullmatch(c.value or "") for p in patterns):
+                found.fail(Failure.BOOT_CMDLINE, f"kernel command line {c.value!r} is not allowed", 3)
 
 
 def _check_runtime(
@@ -176,7 +188,7 @@ def _check_runtime(
     verified = pcr10_entries[:verified_count]
     if start == 0 and rules.ima.require_boot_aggregate:
         _check_boot_aggregate(verified, quoted, found)
-    for finding in ima_findings(verified, rules.ima):
+    for finding in evaluate_ima(verified, rules.ima.compiled(), first_index=start):
         found.fail(finding.code, finding.detail, 4)
     found.claims["ima"] = {"entries_verified": verified_count, "offset": start + verified_count}
     return state.model_copy(update={"ima_offset": start + verified_count, "ima_pcr10": pcr10})

@@ -27,4 +27,6 @@ def load_policy(document: Any, signers: Mapping[str, SignerKey], *, require_sign
         where = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5])
         raise EvidenceError(Failure.POLICY_MALFORMED, where) from None
     verify_policy_signature(document, signers, required=require_signature)
+    if policy.runtime is not None:
+        policy.runtime.ima.compiled()  # bad digests, regexes or keys fail here, at load, not mid-attestation
     return policy

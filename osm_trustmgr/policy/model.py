@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from osm_trustmgr.policy.ima_policy import ImaPolicy
 from osm_trustmgr.tpm.algorithms import hash_by_name
 
 HexDigest = Annotated[str, Field(pattern=r"^[0-9a-f]{40,128}$")]
@@ -79,13 +80,15 @@ class ImaRules(_Strict):
     keys: list[str] = Field(default_factory=list, description="PEM public keys trusted for ima-sig")
     accept_signatures: bool = True
     require_boot_aggregate: bool = True
+    _compiled: ImaPolicy | None = PrivateAttr(default=None)
 
-    @field_validator("exclude")
-    @classmethod
-    def _regexes(cls, v: list[str]) -> list[str]:
-        for pattern in v:
-            re.compile(pattern)
-        return v
+    def compiled(self) -> ImaPolicy:
+        """The allow-list compiled once (digests decoded, regexes joined, keys loaded) and then reused."""
+        if self._compiled is None:
+            self._compiled = ImaPolicy.build(
+                allow=self.allow, exclude=self.exclude, keys=self.keys, accept_signatures=self.accept_signatures
+            )
+        return self._compiled
 
 
 class RuntimePolicy(_Strict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from osm_trustmgr.failures import Failure
 
@@ -41,7 +41,6 @@ class AttestationResult(BaseModel):
 
     entity: str
     loa: int = Field(ge=0, le=5)
-    loa_name: str = ""
     claims: dict[str, Any] = Field(default_factory=dict)
     failures: list[FailureRecord] = Field(default_factory=list)
     evidence_digest: str
@@ -50,8 +49,10 @@ class AttestationResult(BaseModel):
     time: datetime
     state: VerifierState | None = None
 
-    def model_post_init(self, _context: Any) -> None:
-        self.loa_name = LOA_NAMES[self.loa]
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def loa_name(self) -> str:
+        return LOA_NAMES[self.loa]
 
     def codes(self) -> list[str]:
         return [f.code for f in self.failures]

@@ -160,14 +160,17 @@ def _check_name(name: bytes) -> None:
 
 
 def _share_seed(ek: TpmPublic, name_alg: HashAlg, rng: Rng) -> tuple[bytes, bytes]:
-    """A fresh seed and its encryption to the EK (Part 1 §24.3, and the "Secret Sharing" clauses of Annex B
-    for RSA-OAEP and Annex C for ECDH)."""
+    """A fresh seed and the EK-encrypted form the TPM recovers it from (Part 1 §24.3).
+
+    RSA: OAEP with the EK's nameAlg and label "IDENTITY". ECC: one-pass ECDH with an ephemeral key, the seed
+    derived with KDFe from the shared x-coordinate (Part 1 annexes B and C, "Secret Sharing").
+    """
     if isinstance(ek.key, rsa.RSAPublicKey):
         seed = _random(rng, name_alg.size)
         oaep = padding.OAEP(mgf=padding.MGF1(name_alg.crypto()), algorithm=name_alg.crypto(), label=b"IDENTITY\x00")
         try:
             return seed, ek.key.encrypt(seed, oaep)
-        except ValueError as e:  # a modulus with leading zero bytes can be too small for OAEP
+        except ValueError as e:  # OpenSSL refuses moduli no RSA key has, e.g. even ones
             raise EvidenceError(Failure.EK_MALFORMED, f"cannot encrypt to the EK: {e}") from None
     ephemeral = _ephemeral_key(ek.key.curve, rng)
     z = ephemeral.exchange(ec.ECDH(), ek.key)  # the x-coordinate of the shared point, field-size padded

@@ -28,7 +28,7 @@ from osm_trustmgr.tpm.public import PublicKey, TpmPublic
 MAX_CHAIN_DEPTH = 5  # issuers above the EK certificate; real EK chains have one to three
 _MAX_SIGNATURE_CHECKS = 64  # bounds the search when many bundle certificates share a name
 
-# TCG EK Credential Profile §3.2.9: TPM attributes in the subjectAltName directoryName.
+# TCG EK Credential Profile, "Subject Alternative Name": the TPM described in a directoryName.
 TCG_TPM_MANUFACTURER = x509.ObjectIdentifier("2.23.133.2.1")
 TCG_TPM_MODEL = x509.ObjectIdentifier("2.23.133.2.2")
 TCG_TPM_VERSION = x509.ObjectIdentifier("2.23.133.2.3")

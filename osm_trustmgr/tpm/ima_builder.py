@@ -31,7 +31,7 @@ from osm_trustmgr.tpm.ima_templates import (
     PrivateKey,
     crypto_hash,
     encode_signature_v2,
-    ima_keyids,
+    ima_keyid,
     path_bytes,
     template_data,
 )
@@ -60,7 +60,7 @@ class ImaSigner:
             raw = self.private_key.sign(digest, padding.PKCS1v15(), prehashed)
         else:
             raw = self.private_key.sign(digest, ec.ECDSA(prehashed))
-        keyid = self.keyid if self.keyid is not None else min(ima_keyids(self.private_key.public_key()))
+        keyid = self.keyid if self.keyid is not None else ima_keyid(self.private_key.public_key())
         return encode_signature_v2(ImaSignatureV2(digest_alg, keyid, raw))
 
 
@@ -107,11 +107,12 @@ class ImaLogBuilder:
     def add_boot_aggregate(
         self, pcrs: Mapping[int, bytes], bank: HashAlg, form: BootAggregateForm | None = None
     ) -> ImaEntry:
-        """The first entry: ``bank``'s PCRs 0-7 (SHA-1) or 0-9 (others) hashed (ima_init.c)."""
+        """The first entry: ``bank``'s PCRs 0-7 (SHA-1) or 0-9 (others) hashed, recorded with the
+        log's template (ima_init.c, ima_add_boot_aggregate)."""
         if form is None:
             form = BootAggregateForm.PCRS_0_7 if bank.name == "sha1" else BootAggregateForm.PCRS_0_9
         digest = boot_aggregate_digest(pcrs, bank, form)
-        template = IMA_NG if self.template in (IMA_BUF, IMA_SIG) else self.template
+        template = IMA_NG if self.template == IMA_BUF else self.template
         return self._add(
             make_entry(template, BOOT_AGGREGATE, digest, digest_alg=bank.name, template_hash=self.template_hash)
         )

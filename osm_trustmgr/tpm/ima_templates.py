@@ -208,28 +208,36 @@ def crypto_hash(digest_alg: str) -> hashes.HashAlgorithm | None:
     return cls() if cls else None
 
 
-def ima_keyids(key_or_cert: PublicKey | x509.Certificate) -> frozenset[int]:
-    """Key ids a v2 signature made with this key may carry.
-
-    evmctl (ima-evm-utils libimaevm.c, calc_keyid_v2) writes the last 4 bytes of the SHA-1 of the
-    SubjectPublicKeyInfo's BIT STRING contents (PKCS#1 RSAPublicKey, X9.62 point); the kernel finds
-    the key by "id:<keyid>" (digsig_asymmetric.c, request_asymmetric_key), matching the tail of the
-    certificate's subjectKeyIdentifier. OpenSSL's default SKID is that same SHA-1, but a
-    certificate may carry another SKID, so both are accepted.
+def ima_keyid(public_key: PublicKey) -> int:
+    """The v2 key id evmctl writes (ima-evm-utils libimaevm.c, calc_keyid_v2): the last 4 bytes of
+    the SHA-1 of the SubjectPublicKeyInfo's BIT STRING contents (PKCS#1 RSAPublicKey, X9.62 point).
     """
-    public_key = key_or_cert.public_key() if isinstance(key_or_cert, x509.Certificate) else key_or_cert
     if isinstance(public_key, rsa.RSAPublicKey):
         bits = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
     elif isinstance(public_key, ec.EllipticCurvePublicKey):
         bits = public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
     else:
         raise TypeError(f"IMA signatures use RSA or ECDSA keys, not {type(public_key).__name__}")
-    ids = {int.from_bytes(hashlib.sha1(bits).digest()[-4:], "big")}
-    if isinstance(key_or_cert, x509.Certificate):
-        try:
-            skid = key_or_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-        except x509.ExtensionNotFound:
-            skid = b""
-        if len(skid) >= 4:
-            ids.add(int.from_bytes(skid[-4:], "big"))
+    return int.from_bytes(hashlib.sha1(bits).digest()[-4:], "big")
+
+
+def ima_keyids(key_or_cert: PublicKey | x509.Certificate) -> frozenset[int]:
+    """Key ids a v2 signature made with this key may carry.
+
+    The kernel looks the key up by "id:<keyid>" (digsig_asymmetric.c, request_asymmetric_key),
+    which matches the tail of the certificate's subjectKeyIdentifier. OpenSSL's default SKID is the
+    same SHA-1 as :func:`ima_keyid`, but a certificate may carry another one: both are accepted.
+    """
+    if not isinstance(key_or_cert, x509.Certificate):
+        return frozenset({ima_keyid(key_or_cert)})
+    public_key = key_or_cert.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise TypeError(f"IMA signatures use RSA or ECDSA keys, not {type(public_key).__name__}")
+    ids = {ima_keyid(public_key)}
+    try:
+        skid = key_or_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        skid = b""
+    if len(skid) >= 4:
+        ids.add(int.from_bytes(skid[-4:], "big"))
     return frozenset(ids)

@@ -31,7 +31,7 @@ ROOT_KEY = pki.ec_key(0)
 ROOT = pki.root_ca("Fuzz Root", ROOT_KEY)
 INTER_KEY = pki.rsa_key(1)
 INTER = pki.sub_ca("Fuzz Intermediate", INTER_KEY, ROOT, ROOT_KEY)
-EK_KEYS = {"rsa": pki.rsa_key(2), "ecc": pki.ec_key(1)}
+EK_KEYS: dict[str, pki.PrivateKey] = {"rsa": pki.rsa_key(2), "ecc": pki.ec_key(1)}
 LEAVES = {
     kind: pki.ek_cert(key.public_key(), INTER, INTER_KEY, signing="pss").public_bytes(serialization.Encoding.DER)
     for kind, key in EK_KEYS.items()

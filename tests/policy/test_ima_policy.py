@@ -161,6 +161,20 @@ def test_malformed_or_foreign_signatures(rsa_key: rsa.RSAPrivateKey) -> None:
         assert codes(evaluate_ima([entry], policy)) == [(Failure.IMA_SIGNATURE, "/x")], blob[:3]
 
 
+def test_pkcs1_rsa_public_key(rsa_key: rsa.RSAPrivateKey) -> None:
+    pkcs1 = rsa_key.public_key().public_bytes(PEM, serialization.PublicFormat.PKCS1)
+    assert pkcs1.startswith(b"-----BEGIN RSA PUBLIC KEY")
+    assert evaluate_ima(signed_log(ImaSigner(rsa_key)), ImaPolicy.build(keys=[pkcs1], accept_signatures=True)) == []
+
+
+def test_only_the_first_boot_aggregate_is_left_to_the_pcr_check() -> None:
+    log = ImaLogBuilder()
+    log.add_boot_aggregate({i: bytes(32) for i in range(10)}, SHA256)
+    log.add_file("boot_aggregate", b"a file whose path could not be resolved")
+    findings = evaluate_ima(parse_ima_ascii(log.ascii()), ImaPolicy.build())
+    assert [(f.code, f.index) for f in findings] == [(Failure.IMA_UNKNOWN_DIGEST, 1)]
+
+
 def test_buffers_are_allowed_by_name_only() -> None:
     log = ImaLogBuilder()
     log.add_buffer("kexec-cmdline", b"root=/dev/vda1 ro")

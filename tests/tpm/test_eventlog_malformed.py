@@ -132,6 +132,15 @@ def test_bad_spec_id_contents(spec: bytes) -> None:
     _malformed(_with_spec(spec))
 
 
+def test_legacy_log_with_spec_id_event02_header() -> None:
+    """TPM 1.2 EFI platforms head a SHA-1 log with "Spec ID Event02" (no algorithm list)."""
+    spec02 = b"Spec ID Event02\x00" + struct.pack("<IBBBBB", 0, 2, 1, 0, 2, 0)
+    built = b.build_legacy_eventlog([b.separator(0)])
+    log = parse_eventlog(_with_spec(spec02, built.data))
+    assert (log.banks, log.spec_version, len(log.events)) == (("sha1",), "1.2.0", 2)
+    assert replay(log) == replay(parse_eventlog(built.data))
+
+
 def test_spec_id_event_with_a_digest_is_rejected() -> None:
     data = bytearray(_log())
     data[8] = 1

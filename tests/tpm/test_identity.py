@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import struct
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -68,23 +69,34 @@ def fails(code: Failure, *args: object, **kwargs: object) -> EvidenceError:
     return caught.value
 
 
-@pytest.fixture(scope="module")
-def pki_chain() -> dict[str, object]:
+@dataclass(frozen=True)
+class VendorPki:
     """Vendor root (ECC P-384) → intermediate (RSA) → EK certificate (RSA key, RSA-PSS signature)."""
+
+    root: x509.Certificate
+    root_key: pki.PrivateKey
+    inter: x509.Certificate
+    inter_key: pki.PrivateKey
+    ek_key: pki.PrivateKey
+    leaf: x509.Certificate
+
+
+@pytest.fixture(scope="module")
+def pki_chain() -> VendorPki:
     root_key = pki.ec_key(0, "secp384r1")
     root = pki.root_ca("Vendor EK Root CA", root_key)
     inter_key = pki.rsa_key(1)
     inter = pki.sub_ca("Vendor EK Intermediate CA", inter_key, root, root_key)
     ek_key = pki.rsa_key(2)
     leaf = pki.ek_cert(ek_key.public_key(), inter, inter_key, signing="pss")
-    return {"root": root, "root_key": root_key, "inter": inter, "inter_key": inter_key, "ek_key": ek_key, "leaf": leaf}
+    return VendorPki(root, root_key, inter, inter_key, ek_key, leaf)
 
 
 # --- EK certificate chains -------------------------------------------------------------------------------------
 
 
-def test_real_ek_oddities_are_accepted_and_described(pki_chain: dict) -> None:
-    root, inter, leaf, ek_key = pki_chain["root"], pki_chain["inter"], pki_chain["leaf"], pki_chain["ek_key"]
+def test_real_ek_oddities_are_accepted_and_described(pki_chain: VendorPki) -> None:
+    root, inter, leaf, ek_key = pki_chain.root, pki_chain.inter, pki_chain.leaf, pki_chain.ek_key
     ek = parse_public(pki.ek_public(ek_key.public_key()))
     info = verify_ek_certificate(der(leaf), [root, inter], NOW, ek)
     assert info.subject == ""
@@ -97,22 +109,22 @@ def test_real_ek_oddities_are_accepted_and_described(pki_chain: dict) -> None:
     assert info.chain == (inter.subject.rfc4514_string(),)  # a configured intermediate is an anchor itself
 
 
-def test_untrusted_intermediate_is_used_to_reach_the_root(pki_chain: dict) -> None:
-    root, inter, leaf = pki_chain["root"], pki_chain["inter"], pki_chain["leaf"]
+def test_untrusted_intermediate_is_used_to_reach_the_root(pki_chain: VendorPki) -> None:
+    root, inter, leaf = pki_chain.root, pki_chain.inter, pki_chain.leaf
     info = verify_ek_certificate(der(leaf), [root], NOW, intermediates=[inter])
     assert info.chain == (inter.subject.rfc4514_string(), root.subject.rfc4514_string())
     # PEM input may carry the intermediate after the EK certificate, as the agent sends a chain.
     assert verify_ek_certificate(pem(leaf, inter), [root], NOW).chain == info.chain
 
 
-def test_missing_intermediate_is_untrusted(pki_chain: dict) -> None:
-    error = fails(Failure.EK_CERT_UNTRUSTED, der(pki_chain["leaf"]), [pki_chain["root"]], NOW)
+def test_missing_intermediate_is_untrusted(pki_chain: VendorPki) -> None:
+    error = fails(Failure.EK_CERT_UNTRUSTED, der(pki_chain.leaf), [pki_chain.root], NOW)
     assert "Vendor EK Intermediate CA" in error.detail
 
 
-def test_an_untrusted_intermediate_alone_is_not_an_anchor(pki_chain: dict) -> None:
+def test_an_untrusted_intermediate_alone_is_not_an_anchor(pki_chain: VendorPki) -> None:
     other_root = pki.root_ca("Other Root", pki.ec_key(9))
-    fails(Failure.EK_CERT_UNTRUSTED, der(pki_chain["leaf"]), [other_root], NOW, intermediates=[pki_chain["inter"]])
+    fails(Failure.EK_CERT_UNTRUSTED, der(pki_chain.leaf), [other_root], NOW, intermediates=[pki_chain.inter])
 
 
 @pytest.mark.parametrize("signer", ["rsa-pkcs1", "rsa-pss", "ecdsa-p256", "ecdsa-p384"])
@@ -128,32 +140,32 @@ def test_signature_algorithms(signer: str, ek_kind: str) -> None:
 
 
 @pytest.mark.parametrize(("key_ids", "words"), [(True, "another key identifier"), (False, "does not verify")])
-def test_wrong_issuer_with_the_same_name_is_untrusted(pki_chain: dict, key_ids: bool, words: str) -> None:
+def test_wrong_issuer_with_the_same_name_is_untrusted(pki_chain: VendorPki, key_ids: bool, words: str) -> None:
     """An impostor root with the trusted root's name re-issues the intermediate: found by name, then rejected."""
     impostor_key = pki.ec_key(5, "secp384r1")
     impostor = pki.root_ca("Vendor EK Root CA", impostor_key)
     inter = pki.issue(
         pki.name("Vendor EK Intermediate CA"),
-        pki_chain["inter_key"].public_key(),
+        pki_chain.inter_key.public_key(),
         impostor.subject,
         impostor_key,
         ca=True,
         key_ids=key_ids,
     )
-    error = fails(Failure.EK_CERT_UNTRUSTED, der(pki_chain["leaf"]), [pki_chain["root"]], NOW, intermediates=[inter])
+    error = fails(Failure.EK_CERT_UNTRUSTED, der(pki_chain.leaf), [pki_chain.root], NOW, intermediates=[inter])
     assert words in error.detail
 
 
-def test_forged_signature_without_key_identifiers_is_untrusted(pki_chain: dict) -> None:
+def test_forged_signature_without_key_identifiers_is_untrusted(pki_chain: VendorPki) -> None:
     """No AKI to steer the search: the signature alone must reject the forger."""
     forger = pki.rsa_key(6)
-    leaf = pki.issue(x509.Name([]), pki.rsa_key(2).public_key(), pki_chain["inter"].subject, forger, key_ids=False)
-    error = fails(Failure.EK_CERT_UNTRUSTED, der(leaf), [pki_chain["root"], pki_chain["inter"]], NOW)
+    leaf = pki.issue(x509.Name([]), pki.rsa_key(2).public_key(), pki_chain.inter.subject, forger, key_ids=False)
+    error = fails(Failure.EK_CERT_UNTRUSTED, der(leaf), [pki_chain.root, pki_chain.inter], NOW)
     assert "does not verify" in error.detail
 
 
-def test_unrelated_issuer_is_untrusted(pki_chain: dict) -> None:
-    error = fails(Failure.EK_CERT_UNTRUSTED, der(pki_chain["leaf"]), [pki.root_ca("Somebody Else", pki.ec_key(7))], NOW)
+def test_unrelated_issuer_is_untrusted(pki_chain: VendorPki) -> None:
+    error = fails(Failure.EK_CERT_UNTRUSTED, der(pki_chain.leaf), [pki.root_ca("Somebody Else", pki.ec_key(7))], NOW)
     assert "no CA certificate is named" in error.detail
 
 
@@ -178,7 +190,7 @@ def test_issuer_names_match_despite_case_spacing_and_string_type() -> None:
         ]
     )
     leaf = pki.issue(x509.Name([]), pki.ec_key(14).public_key(), issuer, ca_key)
-    assert verify_ek_certificate(der(leaf), [ca], NOW).issuer != ca.subject.rfc4514_string()
+    assert verify_ek_certificate(der(leaf), [ca], NOW).chain == (ca.subject.rfc4514_string(),)
 
 
 @pytest.mark.parametrize(
@@ -227,32 +239,32 @@ def test_self_signed_leaf() -> None:
         b"\x30\x03\x02\x01",
         b"\x30\x82\xff\xff" + bytes(10),
         b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
-        os.urandom(300),
+        random.Random(0).randbytes(300),
     ],
 )
-def test_garbage_is_malformed(garbage: bytes, pki_chain: dict) -> None:
-    fails(Failure.EK_CERT_MALFORMED, garbage, [pki_chain["root"]], NOW)
+def test_garbage_is_malformed(garbage: bytes, pki_chain: VendorPki) -> None:
+    fails(Failure.EK_CERT_MALFORMED, garbage, [pki_chain.root], NOW)
 
 
-def test_truncated_certificate_is_malformed(pki_chain: dict) -> None:
-    fails(Failure.EK_CERT_MALFORMED, der(pki_chain["leaf"])[:-1], [pki_chain["root"]], NOW)
+def test_truncated_certificate_is_malformed(pki_chain: VendorPki) -> None:
+    fails(Failure.EK_CERT_MALFORMED, der(pki_chain.leaf)[:-1], [pki_chain.root], NOW)
 
 
 @pytest.mark.parametrize("padding_byte", [b"\x00", b"\xff"])
-def test_nv_padding_is_tolerated(padding_byte: bytes, pki_chain: dict) -> None:
-    raw = der(pki_chain["leaf"])
-    info = verify_ek_certificate(raw + padding_byte * 700, [pki_chain["root"], pki_chain["inter"]], NOW)
+def test_nv_padding_is_tolerated(padding_byte: bytes, pki_chain: VendorPki) -> None:
+    raw = der(pki_chain.leaf)
+    info = verify_ek_certificate(raw + padding_byte * 700, [pki_chain.root, pki_chain.inter], NOW)
     assert info.der == raw
 
 
-def test_trailing_data_that_is_not_padding_is_malformed(pki_chain: dict) -> None:
-    error = fails(Failure.EK_CERT_MALFORMED, der(pki_chain["leaf"]) + b"\x00\x00\x01", [pki_chain["root"]], NOW)
+def test_trailing_data_that_is_not_padding_is_malformed(pki_chain: VendorPki) -> None:
+    error = fails(Failure.EK_CERT_MALFORMED, der(pki_chain.leaf) + b"\x00\x00\x01", [pki_chain.root], NOW)
     assert "not NV padding" in error.detail
 
 
-def test_key_mismatch(pki_chain: dict) -> None:
+def test_key_mismatch(pki_chain: VendorPki) -> None:
     other = parse_public(pki.ek_public(pki.rsa_key(8).public_key()))
-    fails(Failure.EK_KEY_MISMATCH, der(pki_chain["leaf"]), [pki_chain["root"], pki_chain["inter"]], NOW, other)
+    fails(Failure.EK_KEY_MISMATCH, der(pki_chain.leaf), [pki_chain.root, pki_chain.inter], NOW, other)
 
 
 def test_ecc_key_mismatch_same_curve() -> None:
@@ -262,35 +274,60 @@ def test_ecc_key_mismatch_same_curve() -> None:
     fails(Failure.EK_KEY_MISMATCH, der(leaf), [ca], NOW, parse_public(pki.ek_public(pki.ec_key(28).public_key())))
 
 
+def _tampered(old: bytes, new: bytes) -> tuple[bytes, x509.Certificate]:
+    """An EK certificate whose TBS bytes ``old`` become ``new`` (same length), validly re-signed by its CA.
+
+    Real TPM vendors' CAs have signed certificates that X.509 libraries choke on; these stand in for them.
+    """
+    ca_key = pki.rsa_key(3)
+    ca = pki.root_ca("Odd Vendor CA", ca_key)
+    plain = pki.ek_cert(pki.rsa_key(2).public_key(), ca, ca_key)  # PKCS#1 v1.5: same-length signature
+    tbs = plain.tbs_certificate_bytes.replace(old, new, 1)
+    assert tbs != plain.tbs_certificate_bytes and len(tbs) == len(plain.tbs_certificate_bytes)
+    signature = ca_key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
+    return der(plain).replace(plain.tbs_certificate_bytes, tbs).replace(plain.signature, signature), ca
+
+
 def test_rsaes_oaep_subject_key_is_read() -> None:
     """Some vendors label EK keys id-RSAES-OAEP, which X.509 libraries refuse to load."""
-    ca_key = pki.rsa_key(3)
-    ca = pki.root_ca("OAEP CA", ca_key)
-    ek_key = pki.rsa_key(2)
-    plain = pki.ek_cert(ek_key.public_key(), ca, ca_key)
-    rsa_encryption = bytes.fromhex("06092a864886f70d010101")
-    tbs = plain.tbs_certificate_bytes.replace(rsa_encryption, bytes.fromhex("06092a864886f70d010107"), 1)
-    assert tbs != plain.tbs_certificate_bytes
-    signature = ca_key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())  # same length: splice in place
-    oaep = der(plain).replace(plain.tbs_certificate_bytes, tbs).replace(plain.signature, signature)
+    oaep, ca = _tampered(bytes.fromhex("06092a864886f70d010101"), bytes.fromhex("06092a864886f70d010107"))
     with pytest.raises(Exception):  # noqa: B017 - whatever cryptography raises, it cannot load this key
         x509.load_der_x509_certificate(oaep).public_key()
-    ek = parse_public(pki.ek_public(ek_key.public_key()))
+    ek = parse_public(pki.ek_public(pki.rsa_key(2).public_key()))
     assert verify_ek_certificate(oaep, [ca], NOW, ek).der == oaep
     fails(Failure.EK_KEY_MISMATCH, oaep, [ca], NOW, parse_public(pki.ek_public(pki.rsa_key(8).public_key())))
 
 
+def test_undecodable_leaf_extensions_only_lose_the_tpm_description() -> None:
+    """Two subjectKeyIdentifiers (the AKI's OID rewritten): the chain still verifies, the SAN is not read."""
+    duplicate, ca = _tampered(bytes.fromhex("0603551d23"), bytes.fromhex("0603551d0e"))
+    info = verify_ek_certificate(duplicate, [ca], NOW)
+    assert (info.manufacturer, info.model, info.version) == (None, None, None)
+
+
 @pytest.mark.parametrize(
-    ("ca_options", "words"),
+    ("old", "new"),
     [
-        ({"ca": False, "key_cert_sign": True}, "is not a CA"),
-        ({"ca": True, "key_cert_sign": False}, "may not sign certificates"),
+        (bytes.fromhex("a003020102"), bytes.fromhex("a00302012f")),  # X.509 version 48
+        (bytes.fromhex("0603550403" + "0c"), bytes.fromhex("0603550403" + "03")),  # issuer CN as a BIT STRING
     ],
+    ids=["version", "bitstring-name"],
 )
-def test_issuer_must_be_a_ca(ca_options: dict, words: str) -> None:
+def test_certificates_cryptography_cannot_decode_are_malformed(old: bytes, new: bytes) -> None:
+    odd, ca = _tampered(old, new)
+    fails(Failure.EK_CERT_MALFORMED, odd, [ca], NOW)
+
+
+@pytest.mark.parametrize(
+    ("ca", "key_cert_sign", "words"),
+    [(False, True, "is not a CA"), (True, False, "may not sign certificates")],
+)
+def test_issuer_must_be_a_ca(ca: bool, key_cert_sign: bool, words: str) -> None:
     root_key, issuer_key = pki.ec_key(30), pki.ec_key(31)
     root = pki.root_ca("Root", root_key)
-    issuer = pki.issue(pki.name("Not A CA"), issuer_key.public_key(), root.subject, root_key, **ca_options)
+    issuer = pki.issue(
+        pki.name("Not A CA"), issuer_key.public_key(), root.subject, root_key, ca=ca, key_cert_sign=key_cert_sign
+    )
     leaf = pki.ek_cert(pki.ec_key(32).public_key(), issuer, issuer_key)
     error = fails(Failure.EK_CERT_UNTRUSTED, der(leaf), [root], NOW, intermediates=[issuer])
     assert words in error.detail
@@ -342,13 +379,13 @@ def test_issuer_loop_terminates() -> None:
     assert "loop" in error.detail
 
 
-def test_naive_time_is_a_programming_error(pki_chain: dict) -> None:
+def test_naive_time_is_a_programming_error(pki_chain: VendorPki) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        verify_ek_certificate(der(pki_chain["leaf"]), [pki_chain["root"]], datetime(2026, 1, 1))
+        verify_ek_certificate(der(pki_chain.leaf), [pki_chain.root], datetime(2026, 1, 1))
 
 
-def test_load_ca_bundle(pki_chain: dict) -> None:
-    root, inter = pki_chain["root"], pki_chain["inter"]
+def test_load_ca_bundle(pki_chain: VendorPki) -> None:
+    root, inter = pki_chain.root, pki_chain.inter
     assert load_ca_bundle(pem(root, inter)) == [root, inter]
     assert load_ca_bundle(der(root)) == [root]
     for broken in (b"", b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n", b"\x30\x00"):
@@ -457,7 +494,12 @@ AK_NAME = AK.name
 
 
 def _ek(kind: str, **template: Any) -> tuple[Any, TpmPublic]:
-    key = {"rsa": pki.rsa_key(2), "ecc": pki.ec_key(51), "ecc384": pki.ec_key(52, "secp384r1")}[kind]
+    keys: dict[str, pki.PrivateKey] = {
+        "rsa": pki.rsa_key(2),
+        "ecc": pki.ec_key(51),
+        "ecc384": pki.ec_key(52, "secp384r1"),
+    }
+    key = keys[kind]
     name_alg = alg.SHA384 if kind == "ecc384" else alg.SHA256
     return key, parse_public(pki.ek_public(key.public_key(), name_alg=name_alg, **template))
 
@@ -466,6 +508,7 @@ def _ek(kind: str, **template: Any) -> tuple[Any, TpmPublic]:
 @pytest.mark.parametrize("sym_bits", [128, 256])
 def test_make_credential_round_trip(kind: str, sym_bits: int) -> None:
     key, ek = _ek(kind, sym_bits=sym_bits)
+    assert ek.name_alg is not None
     secret = os.urandom(ek.name_alg.size)
     blob, encrypted = make_credential(ek, AK_NAME, secret)
     assert struct.unpack(">H", blob[:2])[0] == len(blob) - 2
@@ -534,6 +577,14 @@ def test_secret_size_is_checked(size: int) -> None:
 def test_ek_must_be_a_restricted_decryption_key(ek_bytes: bytes) -> None:
     with pytest.raises(EvidenceError) as caught:
         make_credential(parse_public(ek_bytes), AK_NAME, os.urandom(32))
+    assert caught.value.code is Failure.EK_MALFORMED
+
+
+def test_ek_that_is_no_rsa_key_is_malformed() -> None:
+    ek = bytearray(pki.ek_public(pki.rsa_key(2).public_key()))
+    ek[-1] &= 0xFE  # an even modulus parses, but no RSA key has one
+    with pytest.raises(EvidenceError) as caught:
+        make_credential(parse_public(bytes(ek)), AK_NAME, os.urandom(32))
     assert caught.value.code is Failure.EK_MALFORMED
 
 

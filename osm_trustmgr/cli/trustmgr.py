@@ -1,0 +1,43 @@
+"""``osm-trustmgr``: the Trust Manager's own program (sandbox, offline evidence tools; later ``serve``)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from osm_trustmgr import __version__
+from osm_trustmgr.cli.evidence import evidence
+
+
+@click.group()
+@click.version_option(__version__, prog_name="osm-trustmgr")
+@click.option("--log-level", default="WARNING", show_default=True, help="DEBUG, INFO, WARNING, ERROR")
+def main(log_level: str) -> None:
+    """OSM Trust Manager: TPM 2.0 attestation of NFVI hosts and VNFs."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+main.add_command(evidence)
+
+
+@main.command("sandbox")
+@click.option("--tamper", is_flag=True, help="also run an unlisted binary and attest again")
+@click.option("--no-secure-boot", is_flag=True, help="boot the simulated host with Secure Boot off")
+def sandbox_cmd(tamper: bool, no_secure_boot: bool) -> None:
+    """Enroll and attest one swtpm-backed simulated host end to end; print its AttestationResult."""
+    from osm_trustmgr.cli.output import emit
+    from osm_trustmgr.sandbox.demo import sandbox
+
+    with sandbox(secure_boot=not no_secure_boot) as box:
+        click.echo(f"# enrolled host: AK {box.enrollment.identity.ak_name.hex()} ({box.enrollment.method})", err=True)
+        result = box.attest()
+        emit(result.model_dump(mode="json"))
+        click.echo(f"# LoA {result.loa} ({result.loa_name}); failures: {result.codes() or 'none'}", err=True)
+        if tamper:
+            box.host.execute("/usr/local/bin/cryptominer", b"not in the golden image")
+            result = box.attest()
+            emit(result.model_dump(mode="json"))
+            click.echo(f"# after tampering: LoA {result.loa}; failures: {result.codes()}", err=True)
+    sys.exit(0)

@@ -1,0 +1,98 @@
+"""The embedded sandbox: enroll and attest one swtpm-backed simulated host, end to end, on defaults.
+
+Everything a real deployment does at this stage runs for real: a private EK CA certifies the swtpm's EK,
+enrollment checks the chain and activates a credential on the TPM, the host's boot and IMA measurements are
+extended into its PCRs, a signed reference policy is loaded, and the verifier judges a fresh quote.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from osm_trustmgr.agent.tpm import Ak, TpmDevice
+from osm_trustmgr.enrollment import Enrollment, PresentedIdentity, enroll
+from osm_trustmgr.policy.evaluate import Request, evaluate
+from osm_trustmgr.policy.load import load_policy
+from osm_trustmgr.policy.model import TrustPolicy
+from osm_trustmgr.policy.result import AttestationResult, VerifierState
+from osm_trustmgr.policy.signing import load_signer_keys, sign_policy
+from osm_trustmgr.sandbox.host import SimulatedHost
+from osm_trustmgr.sandbox.swtpm import LocalCa, Swtpm
+from osm_trustmgr.tpm.pcr import parse_selection_spec
+
+
+@dataclass
+class LocalAttester:
+    """The agent side of enrollment, on a TPM in this process (the HTTPS agent does the same remotely)."""
+
+    tpm: TpmDevice
+    ak: Ak
+
+    def identity(self) -> PresentedIdentity:
+        return PresentedIdentity(self.tpm.create_ek("rsa").public, self.tpm.read_ek_certificate("rsa"), self.ak.public)
+
+    def activate(self, credential_blob: bytes, encrypted_secret: bytes) -> bytes:
+        return self.tpm.activate_credential(self.ak, credential_blob, encrypted_secret)
+
+
+@dataclass
+class Sandbox:
+    """One enrolled simulated host, its signed reference policy, and the verifier's state for it."""
+
+    host: SimulatedHost
+    ak: Ak
+    enrollment: Enrollment
+    policy: TrustPolicy
+    state: VerifierState | None = None
+
+    def attest(self, entity: str = "sandbox-host-1") -> AttestationResult:
+        """One round: fresh nonce → quote + logs (IMA from the last verified offset) → verdict."""
+        nonce = os.urandom(20)
+        selection = parse_selection_spec(
+            "+".join(f"{b}:{','.join(map(str, self.policy.quoted_pcrs()))}" for b in self.policy.pcr_banks)
+        )
+        offset = self.state.ima_offset if self.state else 0
+        wanted = {s.bank.name: list(s.pcrs) for s in selection}
+        evidence = self.host.evidence(self.ak, nonce, wanted, ima_offset=offset)
+        result = evaluate(
+            evidence,
+            self.enrollment.claim(),
+            Request(nonce, selection),
+            entity=entity,
+            now=datetime.now(timezone.utc),
+            policy=self.policy,
+            previous=self.state,
+        )
+        if result.state is not None and result.loa >= 1:
+            self.state = result.state
+        return result
+
+
+@contextmanager
+def sandbox(workdir: Path | None = None, *, secure_boot: bool = True) -> Iterator[Sandbox]:
+    """Start a CA, a swtpm and its simulated host; enroll it; load the golden policy, signed."""
+    with tempfile.TemporaryDirectory(prefix="osm-trustmgr-sandbox-") as tmp:
+        root = workdir or Path(tmp)
+        ca = LocalCa(root / "ek-ca").ensure()
+        with Swtpm(root / "host-1-tpm", ca=ca) as swtpm, TpmDevice(swtpm.tcti) as tpm:
+            ak = tpm.create_ak("ecc")
+            enrollment = enroll(LocalAttester(tpm, ak), ca_bundle=ca.certificates, now=datetime.now(timezone.utc))
+            host = SimulatedHost(swtpm, tpm, secure_boot=secure_boot)
+            host.boot()
+            yield Sandbox(host, ak, enrollment, _signed_golden_policy(host))
+
+
+def _signed_golden_policy(host: SimulatedHost) -> TrustPolicy:
+    signer = ed25519.Ed25519PrivateKey.generate()
+    pem = signer.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    document = sign_policy(host.reference_policy(), signer)
+    return load_policy(document, load_signer_keys([pem]), require_signature=True)

@@ -1,0 +1,109 @@
+"""A simulated NFVI host: a swtpm whose PCRs were extended by a generated, realistic boot.
+
+The UEFI event log (firmware, Secure Boot, shim, GRUB, kernel) and the IMA measurement list are generated and
+every event's digests are extended into the swtpm, so the TPM's quotes and the logs agree exactly as on a real
+machine. The "golden image" the host booted gives the reference policy an operator would write for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from osm_trustmgr.agent.tpm import Ak, TpmDevice
+from osm_trustmgr.evidence.document import evidence_to_document
+from osm_trustmgr.policy.evaluate import Evidence
+from osm_trustmgr.sandbox.swtpm import Swtpm
+from osm_trustmgr.tpm.algorithms import SHA256, hash_by_name
+from osm_trustmgr.tpm.eventlog import parse_eventlog
+from osm_trustmgr.tpm.eventlog_builder import BuiltLog, build_eventlog, typical_boot
+from osm_trustmgr.tpm.eventlog_facts import boot_components
+from osm_trustmgr.tpm.ima_builder import ImaLogBuilder
+from osm_trustmgr.tpm.ima_templates import ImaEntry
+
+IMA_PCR = 10
+GOLDEN_FILES: Mapping[str, bytes] = {
+    "/usr/lib/systemd/systemd": b"systemd 255",
+    "/usr/bin/bash": b"GNU bash 5.2",
+    "/usr/sbin/sshd": b"OpenSSH 9.6",
+    "/usr/bin/osm-trust-agent": b"osm-trust-agent 0.1",
+    "/usr/lib/x86_64-linux-gnu/libc.so.6": b"glibc 2.39",
+}
+CMDLINE = "(hd0,gpt2)/vmlinuz-6.8.0-osm root=/dev/vda2 ro quiet ima_policy=tcb"
+
+
+@dataclass
+class SimulatedHost:
+    """One machine: ``boot()`` after every (re)start, ``execute()`` to run a file (IMA measures it)."""
+
+    swtpm: Swtpm
+    tpm: TpmDevice
+    secure_boot: bool = True
+    files: Mapping[str, bytes] = field(default_factory=lambda: dict(GOLDEN_FILES))
+    banks: Sequence[str] = ("sha1", "sha256")
+    uefi: BuiltLog | None = None
+    ima: ImaLogBuilder = field(default_factory=ImaLogBuilder)
+
+    def boot(self) -> None:
+        """Measure a UEFI + shim + GRUB boot into PCRs 0-9, then IMA's boot_aggregate and the golden files."""
+        self.uefi = build_eventlog(typical_boot(secure_boot_enabled=self.secure_boot, cmdline=CMDLINE), self.banks)
+        for pcr, digests in self.uefi.extends:
+            self.tpm.pcr_extend(pcr, digests)
+        self.ima = ImaLogBuilder()
+        boot_pcrs = self.tpm.pcr_read({SHA256.name: range(10)})[SHA256.name]
+        self._measure(self.ima.add_boot_aggregate(boot_pcrs, SHA256))
+        for path, content in self.files.items():
+            self.execute(path, content)
+
+    def reboot(self) -> None:
+        self.swtpm.reboot()
+        self.boot()
+
+    def execute(self, path: str, content: bytes) -> ImaEntry:
+        """IMA measures a file before it runs: one entry in the log, one extend of PCR 10 per bank."""
+        return self._measure(self.ima.add_file(path, content))
+
+    def _measure(self, entry: ImaEntry) -> ImaEntry:
+        digests = {}
+        for name in self.banks:
+            bank = hash_by_name(name)
+            assert bank is not None
+            digests[name] = self.ima.pcr10_extends(bank)[-1]
+        self.tpm.pcr_extend(IMA_PCR, digests)
+        return entry
+
+    def evidence(self, ak: Ak, nonce: bytes, selection: Mapping[str, Sequence[int]], ima_offset: int = 0) -> Evidence:
+        """What the agent's ``/v1/quote`` returns: a quote, then the logs (read after it, as an agent does)."""
+        assert self.uefi is not None, "boot() first"
+        q = self.tpm.quote(ak, nonce, selection)
+        ima_lines = self.ima.ascii().splitlines(keepends=True)[ima_offset:]
+        return Evidence(q.attest, q.signature, q.pcrs, self.uefi.data, "".join(ima_lines).encode(), ima_offset)
+
+    def evidence_document(self, ak: Ak, nonce: bytes, selection: Mapping[str, Sequence[int]]) -> dict[str, Any]:
+        return evidence_to_document(self.evidence(ak, nonce, selection), ak_public=ak.public, nonce=nonce)
+
+    def reference_policy(self, policy_id: str = "sandbox-golden") -> dict[str, Any]:
+        """The policy an operator derives from the golden image: PCR 0-7, boot chain, cmdline, allow-list."""
+        assert self.uefi is not None, "boot() first"
+        log = parse_eventlog(self.uefi.data)
+        apps = [c for c in boot_components(log) if c.kind == "efi_application"]
+        platform_pcrs = self.tpm.pcr_read({SHA256.name: range(8)})[SHA256.name]
+        allow = {
+            e.path: [f"{e.digest_alg}:{e.file_digest.hex()}"] for e in self.ima.entries if e.path != "boot_aggregate"
+        }
+        return {
+            "id": policy_id,
+            "version": 1,
+            "description": "reference values of the sandbox's golden host image",
+            "pcr_banks": ["sha256"],
+            "platform": {
+                "secure_boot": "required",
+                "pcrs": {"sha256": {i: [v.hex()] for i, v in platform_pcrs.items()}},
+            },
+            "os": {
+                "boot_components": sorted({a.digests["sha256"] for a in apps}),
+                "kernel_cmdline": [r"\(hd0,gpt2\)/vmlinuz-[0-9.]+-osm root=/dev/vda2 ro quiet ima_policy=tcb"],
+            },
+            "runtime": {"ima": {"allow": allow, "exclude": ["/tmp/"]}, "max_age": 300},
+        }
