@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -77,18 +78,25 @@ class Sandbox:
         return result
 
 
+def start_host(
+    swtpm: Swtpm, tpm: TpmDevice, ca_bundle: Sequence[x509.Certificate], *, secure_boot: bool = True
+) -> Sandbox:
+    """Enroll the TPM, boot its simulated host, and load the golden policy, signed."""
+    ak = tpm.create_ak("ecc")
+    enrollment = enroll(LocalAttester(tpm, ak), ca_bundle=ca_bundle, now=datetime.now(timezone.utc))
+    host = SimulatedHost(swtpm, tpm, secure_boot=secure_boot)
+    host.boot()
+    return Sandbox(host, ak, enrollment, _signed_golden_policy(host))
+
+
 @contextmanager
 def sandbox(workdir: Path | None = None, *, secure_boot: bool = True) -> Iterator[Sandbox]:
-    """Start a CA, a swtpm and its simulated host; enroll it; load the golden policy, signed."""
+    """Start a private EK CA and a swtpm, then :func:`start_host`; everything is stopped on exit."""
     with tempfile.TemporaryDirectory(prefix="osm-trustmgr-sandbox-") as tmp:
         root = workdir or Path(tmp)
         ca = LocalCa(root / "ek-ca").ensure()
         with Swtpm(root / "host-1-tpm", ca=ca) as swtpm, TpmDevice(swtpm.tcti) as tpm:
-            ak = tpm.create_ak("ecc")
-            enrollment = enroll(LocalAttester(tpm, ak), ca_bundle=ca.certificates, now=datetime.now(timezone.utc))
-            host = SimulatedHost(swtpm, tpm, secure_boot=secure_boot)
-            host.boot()
-            yield Sandbox(host, ak, enrollment, _signed_golden_policy(host))
+            yield start_host(swtpm, tpm, ca.certificates, secure_boot=secure_boot)
 
 
 def _signed_golden_policy(host: SimulatedHost) -> TrustPolicy:

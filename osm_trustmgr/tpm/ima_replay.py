@@ -1,11 +1,11 @@
 """Replay IMA entries into PCR 10, resume from a verified prefix, and check ``boot_aggregate``.
 
 What the kernel extends (ima_queue.c, ima_add_template_entry -> ima_pcr_extend): since Linux 5.8
-each bank gets its own hash of the template data (ima_crypto.c, ima_calc_field_array_hash; banks
-the kernel cannot hash get the SHA-1 digest zero-padded). A violation records a zero template hash
-and extends 0xFF..FF into every bank (ima_init_digests). Before 5.8 the SHA-1 template hash was
-extended into every bank, zero-padded (drivers/char/tpm/tpm-interface.c, tpm_pcr_extend): pass
-``legacy_sha1_padding=True`` for such kernels.
+(commit 1ea973df6e21) each bank gets its own hash of the template data (ima_crypto.c,
+ima_calc_field_array_hash; banks the kernel cannot hash get the SHA-1 digest zero-padded). A
+violation records a zero template hash and extends 0xFF..FF into every bank (ima_init_digests).
+Before 5.8 the SHA-1 template hash was extended into every bank, zero-padded
+(drivers/char/tpm/tpm-interface.c, tpm_pcr_extend): pass ``legacy_sha1_padding=True`` for those.
 """
 
 from __future__ import annotations
@@ -162,9 +162,9 @@ def match_boot_aggregate(entry: ImaEntry, pcrs: Mapping[int, bytes], bank: HashA
     ima_crypto.c, ima_calc_boot_aggregate / ima_calc_boot_aggregate_tfm: the kernel hashes the PCRs
     of one bank, the one of ``ima_hash`` or else SHA-256 or else SHA-1 (the entry's d-ng algorithm
     says which, so it must be ``bank``). SHA-1 covers PCRs 0-7. Non-SHA-1 banks also cover PCRs
-    8-9 since commit 20c59ce010f8 ("ima: extend boot_aggregate with kernel measurements", Linux
-    5.8); it landed with the switch to non-SHA-1 banks, but backports may carry only the switch,
-    so PCRs 0-7 are accepted too and the form that matched is returned. A TPM-less boot records
+    8-9 since commit 20c59ce010f8 ("ima: extend boot_aggregate with kernel measurements", 5.8). Its
+    prerequisite 6f1a1d103b48 (non-SHA-1 banks) reached some stable kernels without it, so for those
+    banks PCRs 0-7 are accepted too and the form that matched is returned. A TPM-less boot records
     zeros, which match nothing.
     """
     if entry.path != BOOT_AGGREGATE or entry.digest_alg != bank.name:

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
@@ -84,6 +85,8 @@ def test_ek_certificate_mutations(data: bytes, ek_kind: str, days: int) -> None:
     only_evidence_errors(lambda: verify_ek_certificate(data, [ROOT], at, ek, intermediates=[INTER]))
 
 
+# Mutated serial numbers can turn negative: cryptography loads them with a deprecation warning (for now).
+@pytest.mark.filterwarnings("ignore:Parsed a serial number which wasn't positive")
 @FUZZ
 @given(mutated_choice(LEAVES) | st.sampled_from(list(LEAVES.values())), mutated(INTER_DER))
 def test_ek_certificate_chain_from_the_agent(leaf: bytes, intermediate: bytes) -> None:
