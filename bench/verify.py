@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import rate, report  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec, padding  # noqa: E402
+from _common import rate, report
+from cryptography.hazmat.primitives.asymmetric import ec, padding
 
-from osm_trustmgr.sandbox.softtpm import SoftTpm  # noqa: E402
-from osm_trustmgr.tpm.pcr import parse_selection_spec  # noqa: E402
-from osm_trustmgr.tpm.public import parse_public  # noqa: E402
-from osm_trustmgr.tpm.quote import parse_signature, verify_quote  # noqa: E402
+from osm_trustmgr.sandbox.softtpm import SoftTpm
+from osm_trustmgr.tpm.pcr import parse_selection_spec
+from osm_trustmgr.tpm.public import parse_public
+from osm_trustmgr.tpm.quote import parse_signature, verify_quote
 
 
 def bench(ak_alg: str) -> None:

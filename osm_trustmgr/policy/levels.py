@@ -181,11 +181,11 @@ def _check_runtime(
     except EvidenceError as e:
         found.fail(e.code, e.detail, 4)
         return state
-    pcr10_entries = [e for e in entries if e.pcr == IMA_PCR]
-    verified_count, pcr10 = _replay_quoted(pcr10_entries, quoted, start_pcr10, found)
+    # Entries for other PCRs (an IMA policy `pcr=` rule) stay in the list: offsets count log lines.
+    verified_count, pcr10 = _replay_quoted(entries, quoted, start_pcr10, found)
     if verified_count is None:
         return state
-    verified = pcr10_entries[:verified_count]
+    verified = entries[:verified_count]
     if start == 0 and rules.ima.require_boot_aggregate:
         _check_boot_aggregate(verified, quoted, found)
     for finding in evaluate_ima(verified, rules.ima.compiled(), first_index=start):

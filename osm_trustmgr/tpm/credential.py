@@ -14,13 +14,10 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# TPM 2.0 mandates CFB, which cryptography >= 47 files under its "decrepit" modes
+from cryptography.hazmat.decrepit.ciphers.modes import CFB
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
-
-try:  # TPM 2.0 mandates CFB, which cryptography >= 47 files under its "decrepit" modes
-    from cryptography.hazmat.decrepit.ciphers.modes import CFB
-except ImportError:  # pragma: no cover - cryptography < 47
-    from cryptography.hazmat.primitives.ciphers.modes import CFB
 
 from osm_trustmgr.failures import Failure
 from osm_trustmgr.tpm import algorithms as alg
