@@ -270,3 +270,22 @@ def test_example_file_documents_every_key() -> None:
     expected = {(section, key) for section, values in defaults.items() for key in values}
     assert documented == expected
     assert Config.model_validate(data) == Config()
+
+
+def test_cli_config_show_names_bad_keys(tmp_path: Path) -> None:
+    """`osm-trustmgr config show` exits 2 naming the key and its source, and masks secrets otherwise."""
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "osm-trustmgr"
+    env = {"PATH": "/usr/bin:/bin", "OSMTRUSTMGR_GATE_MODE": "enforc"}
+    bad = subprocess.run([str(exe), "config", "show"], env=env, capture_output=True, text=True, check=False)
+    assert bad.returncode == 2
+    assert "gate.mode" in bad.stderr and "OSMTRUSTMGR_GATE_MODE" in bad.stderr
+    env = {"PATH": "/usr/bin:/bin", "OSMTRUSTMGR_NBI_PASSWORD": "s3cret", "OSMTRUSTMGR_GATE_MODE": "audit"}
+    good = subprocess.run([str(exe), "config", "show", "-o", "yaml"], env=env, capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert good.returncode == 0, good.stderr
+    shown = yaml.safe_load(good.stdout)
+    assert shown["gate"]["mode"] == "audit"
+    assert "s3cret" not in good.stdout and shown["nbi"]["password"] == "**********"

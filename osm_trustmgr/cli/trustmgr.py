@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import click
 
 from osm_trustmgr import __version__
 from osm_trustmgr.cli.evidence import evidence
+from osm_trustmgr.cli.output import OUTPUT_OPTION, emit
 
 
 @click.group()
@@ -22,12 +24,31 @@ def main(log_level: str) -> None:
 main.add_command(evidence)
 
 
+@main.group("config")
+def config_group() -> None:
+    """Inspect the service configuration (YAML file + OSMTRUSTMGR_<SECTION>_<KEY> overrides)."""
+
+
+@config_group.command("show")
+@click.option("--config", "path", type=click.Path(path_type=Path, dir_okay=False), envvar="OSMTRUSTMGR_CONFIG")
+@OUTPUT_OPTION
+def config_show(path: Path | None, fmt: str) -> None:
+    """Print the effective configuration with secrets masked; exit 2 naming every invalid key."""
+    from osm_trustmgr.config import ConfigError, load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    emit(config.redacted(), fmt)
+
+
 @main.command("sandbox")
 @click.option("--tamper", is_flag=True, help="also run an unlisted binary and attest again")
 @click.option("--no-secure-boot", is_flag=True, help="boot the simulated host with Secure Boot off")
 def sandbox_cmd(tamper: bool, no_secure_boot: bool) -> None:
     """Enroll and attest one swtpm-backed simulated host end to end; print its AttestationResult."""
-    from osm_trustmgr.cli.output import emit
     from osm_trustmgr.sandbox.demo import sandbox
 
     with sandbox(secure_boot=not no_secure_boot) as box:
