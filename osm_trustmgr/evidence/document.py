@@ -7,7 +7,6 @@ fields base64; the offline format adds ``ak_public`` (PEM or base64 TPM2B_PUBLIC
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +43,7 @@ def _b64(doc: Mapping[str, Any], key: str, required: bool = False) -> bytes | No
         raise _malformed(f"field {key!r} must be a base64 string")
     try:
         return base64.b64decode(value, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII text
         raise _malformed(f"field {key!r} is not valid base64") from None
 
 

@@ -7,7 +7,6 @@ Canonical encoding: the policy as JSON with sorted keys, no insignificant white 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -84,7 +83,7 @@ def verify_policy_signature(
         raise EvidenceError(Failure.POLICY_SIGNATURE, f"signer {sig.get('keyid')!r} is not a trusted policy signer")
     try:
         value = base64.b64decode(str(sig.get("value", "")), validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII text
         raise EvidenceError(Failure.POLICY_SIGNATURE, "signature value is not base64") from None
     data = canonical_bytes(document)
     try:
