@@ -321,8 +321,9 @@ def test_verify_tampered_attest(files: dict[str, Any], alg: str) -> None:
 
 UNUSABLE = {
     "missing-attest": (lambda doc: json.dumps({k: v for k, v in doc.items() if k != "attest"}), "attest"),
-    "not-json": (lambda doc: json.dumps(doc)[:-7], ""),
+    "not-json": (lambda doc: json.dumps(doc)[:-7], "unusable.json"),
     "bad-base64": (lambda doc: json.dumps({**doc, "attest": "!!" + doc["attest"]}), "attest"),
+    "non-ascii-base64": (lambda doc: json.dumps({**doc, "attest": doc["attest"] + "é"}), "attest"),
     "bad-signature-base64": (lambda doc: json.dumps({**doc, "signature": "*"}), "signature"),
     "not-an-object": (lambda doc: json.dumps([doc]), "object"),
     "bad-pcrs": (lambda doc: json.dumps({**doc, "pcrs": {"md5": {}}}), "md5"),
@@ -358,6 +359,23 @@ def test_verify_batch(files: dict[str, Any]) -> None:
     proc = run("evidence", "verify", "--batch", batch, "--ak", d / "ak-ecc.tpm")
     assert proc.returncode == 1
     assert [json.loads(line)["loa"] for line in proc.stdout.splitlines()] == [1, 0]
+
+
+def test_verify_unreadable_batch(files: dict[str, Any]) -> None:
+    d = files["dir"]
+    binary = d / "binary.jsonl"
+    binary.write_bytes(b"\xff\xfe" + bytes(range(128, 256)))
+    for batch in (d / "no-such-file.jsonl", binary):
+        proc = run("evidence", "verify", "--batch", batch, "--ak", d / "ak-ecc.tpm")
+        assert proc.returncode == 2
+        assert proc.stderr.startswith("error: ") and batch.name in proc.stderr
+
+
+def test_verify_needs_exactly_one_input(files: dict[str, Any]) -> None:
+    d = files["dir"]
+    for args in ((), ("--evidence", d / "evidence-ecc.json", "--batch", d / "evidence-ecc.json")):
+        proc = run("evidence", "verify", "--ak", d / "ak-ecc.tpm", *args)
+        assert proc.returncode == 2 and "exactly one" in proc.stderr
 
 
 def test_verify_checks_the_signer_against_the_ek(files: dict[str, Any]) -> None:
@@ -426,6 +444,16 @@ def test_verify_with_unsigned_policy_when_not_required(files: dict[str, Any], po
     assert result["policy_id"] == "cli-unsigned" and result["loa"] == 1
 
 
+def test_verify_policy_with_bad_regex_is_unusable(files: dict[str, Any], tmp_path: Path) -> None:
+    d = files["dir"]
+    policy = tmp_path / "bad-regex.yaml"
+    policy.write_text(yaml.safe_dump({"id": "bad-regex", "os": {"kernel_cmdline": ["root=(unclosed"]}}))
+    args = ("--evidence", d / "evidence-ecc.json", "--ak", d / "ak-ecc.tpm", "--policy", policy)
+    proc = run("evidence", "verify", *args)
+    assert proc.returncode == 2
+    assert "policy.malformed" in proc.stderr and "kernel_cmdline" in proc.stderr
+
+
 # --- sandbox -------------------------------------------------------------------------------------
 
 
@@ -458,3 +486,17 @@ def test_sandbox_no_secure_boot() -> None:
     [result] = list(_sandbox("--no-secure-boot"))
     assert result["loa"] == 1
     assert codes(result) == ["uefi.secureboot_disabled"]
+
+
+def test_ima_empty_file_is_unusable(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    proc = run("evidence", "ima", empty)
+    assert proc.returncode == 2 and "ima.malformed" in proc.stderr
+
+
+def test_verify_warns_that_a_pem_ak_cannot_check_the_signer(files: dict[str, Any]) -> None:
+    d = files["dir"]
+    rc, result, err = verify("--evidence", d / "evidence-ecc.json", "--ak", d / "ak-ecc.pem", "--ek", d / "ek.tpm")
+    assert rc == 0 and result["claims"]["quote"]["signer_checked"] is False
+    assert "warning: --ek needs the AK as TPM2B_PUBLIC" in err

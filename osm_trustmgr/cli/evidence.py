@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
-import yaml
 
 from osm_trustmgr.cli.output import OUTPUT_OPTION, emit
-from osm_trustmgr.cli.verify import EXIT_UNUSABLE, verify_cmd
+from osm_trustmgr.cli.verify import EXIT_UNUSABLE, Unusable, read_policy, verify_cmd
 from osm_trustmgr.tpm.errors import EvidenceError
 from osm_trustmgr.tpm.eventlog import parse_eventlog, replay, to_dict
 
@@ -22,7 +22,7 @@ def evidence() -> None:
 evidence.add_command(verify_cmd)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(EXIT_UNUSABLE)
 
@@ -46,16 +46,14 @@ def eventlog_cmd(path: Path, fmt: str) -> None:
 def ima_cmd(path: Path, policy: Path | None, fmt: str) -> None:
     """Entries of an IMA log (ascii or binary), policy violations, and the replayed PCR 10."""
     from osm_trustmgr.cli.ima_report import ima_report
-    from osm_trustmgr.policy.model import TrustPolicy
 
     rules = None
     if policy is not None:
         try:
-            doc = yaml.safe_load(policy.read_text())
-            trust = TrustPolicy.model_validate(doc)
-            rules = trust.runtime.ima.compiled() if trust.runtime else None
-        except (OSError, ValueError, yaml.YAMLError, EvidenceError) as e:
-            _fail(f"policy {policy}: {e}")
+            trust = read_policy(policy, (), require_signature=False)  # an inspection tool: unsigned is fine
+        except Unusable as e:
+            _fail(str(e))
+        rules = trust.runtime.ima.compiled() if trust.runtime else None
     try:
         report = ima_report(path.read_bytes(), rules)
     except EvidenceError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from osm_trustmgr.failures import Failure
 from osm_trustmgr.policy.ima_policy import ImaPolicy, evaluate_ima
 from osm_trustmgr.tpm.algorithms import SHA1, SHA256
 from osm_trustmgr.tpm.errors import EvidenceError
@@ -16,6 +17,9 @@ IMA_PCR = 10
 
 def parse_any(data: bytes) -> tuple[str, list[ImaEntry]]:
     """ASCII lists start with the PCR number in decimal; binary ones with a little-endian u32."""
+    if not data:
+        # even a kernel that measured nothing has its boot_aggregate entry: an empty file is a wrong path
+        raise EvidenceError(Failure.IMA_MALFORMED, "empty file: an IMA log holds at least boot_aggregate")
     if data[:1].isdigit():
         return "ascii", parse_ima_ascii(data)
     try:

@@ -40,6 +40,8 @@ def read_policy(path: Path, signer_files: tuple[Path, ...], require_signature: b
 
 def _identity(doc_ak: bytes | None, pinned_ak: TpmPublic | None, ek: TpmPublic | None) -> IdentityClaim:
     if pinned_ak is not None:
+        if ek is not None and pinned_ak.name is None:
+            click.echo("warning: --ek needs the AK as TPM2B_PUBLIC, not PEM: quote signer not checked", err=True)
         qn = ak_qualified_name(ek, pinned_ak) if ek is not None and pinned_ak.name else None
         return IdentityClaim(pinned_ak, "pinned_ak", qn)
     if doc_ak is None:
@@ -89,13 +91,16 @@ def _records(evidence: Path | None, batch: Path | None) -> Iterator[tuple[int, A
         except (OSError, ValueError) as e:
             raise Unusable(f"{evidence}: {e}") from None
     if batch is not None:
-        with batch.open() as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        yield n, json.loads(line)
-                    except ValueError as e:
-                        yield n, Unusable(f"line {n}: not JSON: {e}")
+        try:
+            with batch.open() as f:
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            yield n, json.loads(line)
+                        except ValueError as e:
+                            yield n, Unusable(f"line {n}: not JSON: {e}")
+        except (OSError, UnicodeDecodeError) as e:
+            raise Unusable(f"{batch}: {e}") from None
 
 
 @click.command("verify")

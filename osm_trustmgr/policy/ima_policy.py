@@ -68,7 +68,7 @@ class ImaPolicy:
         any algorithm, told apart by size. ``exclude`` regexes must match at the start of a path
         (``re.match``, as keylime does). ``keys`` are PEM or DER public keys or X.509 certificates.
         """
-        digests = {path: frozenset(map(_digest, values)) for path, values in (allow or {}).items()}
+        digests = {path: _digests(path, values) for path, values in (allow or {}).items()}
         trusted: dict[int, tuple[PublicKey, ...]] = {}
         for key in keys:
             public_key, keyids = _load_key(key)
@@ -77,12 +77,21 @@ class ImaPolicy:
         return cls(digests, _compile(list(exclude)), trusted, accept_signatures, ignore_violations)
 
 
+def _digests(path: str, values: Iterable[str]) -> frozenset[bytes]:
+    try:
+        return frozenset(map(_digest, values))
+    except EvidenceError as e:
+        raise EvidenceError(e.code, f"runtime.ima.allow[{path!r}]: {e.detail}") from None
+
+
 def _digest(text: str) -> bytes:
     alg, _, hex_digest = text.rpartition(":")
     try:
         digest = bytes.fromhex(hex_digest)
     except ValueError:
         raise EvidenceError(Failure.POLICY_MALFORMED, f"allow-list digest {text[:80]!r} is not hex") from None
+    if not alg and len(digest) not in set(DIGEST_SIZES.values()):
+        raise EvidenceError(Failure.POLICY_MALFORMED, f"allow-list digest {text[:80]!r} has no known digest size")
     if alg and DIGEST_SIZES.get(alg.lower()) != len(digest):
         raise EvidenceError(Failure.POLICY_MALFORMED, f"allow-list digest {text[:80]!r} is not a {alg} digest")
     if not any(digest):

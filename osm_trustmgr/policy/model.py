@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from osm_trustmgr.policy.ima_policy import ImaPolicy
 from osm_trustmgr.tpm.algorithms import hash_by_name
 
-HexDigest = Annotated[str, Field(pattern=r"^[0-9a-f]{40,128}$")]
+# SHA-1, SHA-256, SHA-384 or SHA-512, lowercase hex
+HexDigest = Annotated[str, Field(pattern=r"^(?:[0-9a-f]{40}|[0-9a-f]{64}|[0-9a-f]{96}|[0-9a-f]{128})$")]
 # {bank: {"<pcr index>": [allowed hex values]}}
 PcrReference = dict[str, dict[int, list[HexDigest]]]
 
@@ -67,7 +68,10 @@ class OsPolicy(_Strict):
     @classmethod
     def _regexes(cls, v: list[str]) -> list[str]:
         for pattern in v:
-            re.compile(pattern)
+            try:
+                re.compile(pattern)
+            except re.error as e:  # not a ValueError: pydantic would let it escape validation
+                raise ValueError(f"invalid regular expression {pattern!r}: {e}") from None
         return v
 
 

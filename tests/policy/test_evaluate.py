@@ -13,7 +13,7 @@ from osm_trustmgr.policy.model import TrustPolicy
 from osm_trustmgr.policy.result import AttestationResult, VerifierState
 from osm_trustmgr.sandbox.demo import Sandbox, start_host
 from osm_trustmgr.sandbox.host import CMDLINE
-from osm_trustmgr.tpm.eventlog import parse_eventlog
+from osm_trustmgr.tpm.eventlog import parse_eventlog, replay
 from osm_trustmgr.tpm.eventlog_builder import build_eventlog, typical_boot
 from osm_trustmgr.tpm.pcr import parse_selection_spec
 from osm_trustmgr.tpm.public import parse_public
@@ -241,3 +241,13 @@ def test_without_policy_identity_and_quote_give_loa1(box: Sandbox) -> None:
 def _evidence(box: Sandbox) -> Evidence:
     selection = parse_selection_spec(_selection(box.policy))
     return box.host.evidence(box.ak, NONCE, {s.bank.name: list(s.pcrs) for s in selection})
+
+
+def test_generated_log_replays_to_swtpm_quote(box: Sandbox) -> None:
+    """The generated UEFI log, extended event by event into the swtpm, replays to what the TPM quotes."""
+    assert box.host.uefi is not None
+    replayed = replay(parse_eventlog(box.host.uefi.data))
+    quoted = box.host.tpm.quote(box.ak, NONCE, {"sha1": list(range(10)), "sha256": list(range(10))}).pcrs
+    for bank in ("sha1", "sha256"):
+        assert {i: replayed[bank][i] for i in range(10)} == quoted[bank]
+    assert quoted["sha256"][7] != bytes(32)  # the log really moved the PCRs

@@ -223,3 +223,11 @@ def test_invalid_policy_values(kwargs: dict) -> None:  # type: ignore[type-arg]
     with pytest.raises(EvidenceError) as err:
         ImaPolicy.build(**kwargs)
     assert err.value.code is Failure.POLICY_MALFORMED
+
+
+def test_bad_allow_list_digest_names_the_path() -> None:
+    for bad in ("abcd", "sha256:" + "ab" * 20, "zz" * 32):
+        with pytest.raises(EvidenceError) as err:
+            ImaPolicy.build(allow={"/usr/bin/bash": ["ab" * 32, bad]})
+        assert err.value.code is Failure.POLICY_MALFORMED
+        assert "/usr/bin/bash" in err.value.detail and "runtime.ima.allow" in err.value.detail
