@@ -500,3 +500,20 @@ def test_verify_warns_that_a_pem_ak_cannot_check_the_signer(files: dict[str, Any
     rc, result, err = verify("--evidence", d / "evidence-ecc.json", "--ak", d / "ak-ecc.pem", "--ek", d / "ek.tpm")
     assert rc == 0 and result["claims"]["quote"]["signer_checked"] is False
     assert "warning: --ek needs the AK as TPM2B_PUBLIC" in err
+
+
+def test_verify_takes_signers_from_the_service_config(files: dict[str, Any], policy_files: dict[str, Path]) -> None:
+    d, p = files["dir"], policy_files
+    config = d / "trustmgr.yaml"
+    config.write_text(yaml.safe_dump({"policy": {"signers": [str(p["signer"])], "require_signature": True}}))
+    args = ("--evidence", d / "evidence-ecc.json", "--ak", d / "ak-ecc.tpm", "--config", config)
+    rc, result, err = verify(*args, "--policy", p["signed"])
+    assert rc == 0 and result["policy_id"] == "cli-signed", err
+    rc, _, err = verify(*args, "--policy", p["unsigned"])  # require_signature comes from the config
+    assert rc == 2 and "policy.unsigned" in err
+    config.write_text(yaml.safe_dump({"policy": {"signers": [str(p["other"])]}}))
+    rc, _, err = verify(*args, "--policy", p["signed"])
+    assert rc == 2 and "policy.signature_invalid" in err
+    config.write_text(yaml.safe_dump({"policy": {"signer": "typo"}}))
+    rc, _, err = verify(*args, "--policy", p["signed"])
+    assert rc == 2 and "policy.signer" in err

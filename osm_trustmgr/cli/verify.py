@@ -74,6 +74,16 @@ def verify_document(
     )
 
 
+def _config_signers(path: Path, signers: tuple[Path, ...], required: bool) -> tuple[tuple[Path, ...], bool]:
+    from osm_trustmgr.config import ConfigError, load_config
+
+    try:
+        section = load_config(path).policy
+    except ConfigError as e:
+        raise Unusable(f"config {path}: {e}") from None
+    return (*section.signers, *signers), required or section.require_signature
+
+
 def _read_key(path: Path | None, what: str) -> TpmPublic | None:
     if path is None:
         return None
@@ -113,6 +123,13 @@ def _records(evidence: Path | None, batch: Path | None) -> Iterator[tuple[int, A
 @click.option("--min-loa", type=click.IntRange(0, 5), default=1, show_default=True)
 @click.option("--signer", "signers", multiple=True, type=click.Path(path_type=Path), help="trusted policy signer")
 @click.option("--require-signed-policy", is_flag=True, help="refuse unsigned policies")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="OSMTRUSTMGR_CONFIG",
+    help="service config: its policy.signers are trusted and policy.require_signature applies",
+)
 def verify_cmd(
     evidence: Path | None,
     batch: Path | None,
@@ -123,11 +140,14 @@ def verify_cmd(
     min_loa: int,
     signers: tuple[Path, ...],
     require_signed_policy: bool,
+    config_path: Path | None,
 ) -> None:
     """Print the AttestationResult as JSON (one line per record with --batch)."""
     if (evidence is None) == (batch is None):
         raise click.UsageError("give exactly one of --evidence or --batch")
     try:
+        if config_path is not None:
+            signers, require_signed_policy = _config_signers(config_path, signers, require_signed_policy)
         trust_policy = read_policy(policy, signers, require_signed_policy) if policy else None
         pinned, ek_pub = _read_key(ak, "ak"), _read_key(ek, "ek")
         expected = bytes.fromhex(nonce) if nonce is not None else None
