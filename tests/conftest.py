@@ -11,6 +11,7 @@ import pytest
 
 if TYPE_CHECKING:  # imported lazily so that tests without tpm2-pytss still collect
     from osm_trustmgr.agent.tpm import Ak, TpmDevice
+    from osm_trustmgr.sandbox.servers import TansuBroker
     from osm_trustmgr.sandbox.swtpm import LocalCa, Swtpm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,3 +112,43 @@ def module_tpm(module_swtpm: Swtpm) -> Iterator[TpmDevice]:
 def module_aks(module_tpm: TpmDevice) -> dict[str, Ak]:
     """An RSA and an ECC AK under the RSA EK of ``module_tpm`` (an RSA AK takes ~150 ms to create)."""
     return {alg: module_tpm.create_ak(alg) for alg in ("rsa", "ecc")}
+
+
+# -- servers: MongoDB wire (SecantusDB, or a real mongod through MONGO_URI) and Kafka protocol (Tansu) -----
+
+
+@pytest.fixture(scope="session")
+def mongo_uri() -> Iterator[str]:
+    """``MONGO_URI`` when set (a real mongod), else a SecantusDB process on loopback for the session."""
+    import os
+
+    if os.environ.get("MONGO_URI"):
+        yield os.environ["MONGO_URI"]
+        return
+    from osm_trustmgr.sandbox.servers import SecantusServer
+
+    with SecantusServer().start() as server:
+        yield server.uri
+
+
+@pytest.fixture
+def mongo_db(mongo_uri: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database name of its own for each test, dropped afterwards."""
+    import re
+    import uuid
+
+    from pymongo import MongoClient
+
+    name = "t_" + re.sub(r"\W", "_", request.node.name)[:40] + "_" + uuid.uuid4().hex[:8]
+    yield name
+    with MongoClient(mongo_uri) as client:
+        client.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[TansuBroker]:
+    """A Tansu broker (Kafka protocol, memory storage) on a free loopback port for the session."""
+    from osm_trustmgr.sandbox.servers import TansuBroker
+
+    with TansuBroker().start() as broker:
+        yield broker
