@@ -54,19 +54,29 @@ class Enrollment:
         return IdentityClaim(ak, self.method, self.identity.ak_qualified_name)
 
 
-def enroll(
-    attester: Attester,
+@dataclass(frozen=True)
+class Challenge:
+    """An enrollment in progress: the credential sent to the agent and the secret it must return."""
+
+    presented: PresentedIdentity
+    method: IdentityMethod
+    certificate: EkCertificateInfo | None
+    secret: bytes
+    credential_blob: bytes
+    encrypted_secret: bytes
+
+
+def begin_enrollment(
+    presented: PresentedIdentity,
     *,
     ca_bundle: Sequence[x509.Certificate],
     now: datetime,
     pinned_ek: bytes | None = None,
-) -> Enrollment:
-    """Enroll one TPM; raises EvidenceError with the failing step's code.
+) -> Challenge:
+    """Check the EK (certificate chain, or an administrator-pinned EK) and the AK; build the credential.
 
-    With ``pinned_ek`` (an administrator vouches for this EK public) the certificate chain is not needed, but
-    the AK must still be activated with that EK.
+    Raises EvidenceError with the failing check's code.
     """
-    presented = attester.identity()
     ek = parse_ek_public(presented.ek_public)
     ak = parse_public(presented.ak_public)
     check_ak_attributes(ak)
@@ -84,12 +94,30 @@ def enroll(
     assert ak.name is not None
     secret = os.urandom(32)
     blob, encrypted = make_credential(ek, ak.name, secret)
+    return Challenge(presented, method, certificate, secret, blob, encrypted)
+
+
+def complete_enrollment(challenge: Challenge, returned: bytes) -> Enrollment:
+    """The TPM returned ``returned`` for the credential: only the TPM holding both EK and AK can match."""
+    if not check_activation(challenge.secret, returned):
+        raise EvidenceError(Failure.CREDENTIAL_FAILED, "the TPM returned another secret: AK not under this EK")
+    p = challenge.presented
+    identity = Identity.from_publics(p.ek_public, p.ak_public, p.ek_certificate)
+    log.info("enrolled TPM: AK %s (%s)", identity.ak_name.hex(), challenge.method)
+    return Enrollment(identity, challenge.method, challenge.certificate)
+
+
+def enroll(
+    attester: Attester,
+    *,
+    ca_bundle: Sequence[x509.Certificate],
+    now: datetime,
+    pinned_ek: bytes | None = None,
+) -> Enrollment:
+    """Enroll one TPM through a synchronous attester (a local TPM); raises EvidenceError."""
+    challenge = begin_enrollment(attester.identity(), ca_bundle=ca_bundle, now=now, pinned_ek=pinned_ek)
     try:
-        returned = attester.activate(blob, encrypted)
+        returned = attester.activate(challenge.credential_blob, challenge.encrypted_secret)
     except Exception as e:  # the agent's own failure is the enrollment's failure, whatever its transport
         raise EvidenceError(Failure.CREDENTIAL_FAILED, f"ActivateCredential failed: {e}") from None
-    if not check_activation(secret, returned):
-        raise EvidenceError(Failure.CREDENTIAL_FAILED, "the TPM returned another secret: AK not under this EK")
-    identity = Identity.from_publics(presented.ek_public, presented.ak_public, presented.ek_certificate)
-    log.info("enrolled TPM: EK %s, AK %s (%s)", ek.name.hex() if ek.name else "?", identity.ak_name.hex(), method)
-    return Enrollment(identity, method, certificate)
+    return complete_enrollment(challenge, returned)

@@ -26,6 +26,8 @@ class Failure(str, Enum):
 
     # evidence as a whole
     EVIDENCE_MALFORMED = ("evidence.malformed", "evidence document is missing fields or is not decodable")
+    AGENT_UNREACHABLE = ("agent.unreachable", "the host agent did not answer; an unreachable host is never trusted")
+    AGENT_ERROR = ("agent.error", "the host agent refused the request or answered something unusable")
     # quotes (TPMS_ATTEST / TPMT_SIGNATURE / TPM2B_PUBLIC)
     QUOTE_MALFORMED = (
         "quote.malformed",
@@ -82,6 +84,7 @@ class Failure(str, Enum):
     POLICY_MALFORMED = ("policy.malformed", "trust policy document is invalid")
     POLICY_UNSIGNED = ("policy.unsigned", "trust policy carries no signature but signatures are required")
     POLICY_SIGNATURE = ("policy.signature_invalid", "trust policy signature is not from a trusted signer")
+    POLICY_MISSING = ("policy.missing", "the entity names a trust policy that is not stored")
     REPORT_STALE = ("report.stale", "evidence is older than the policy's max_age")
 
 

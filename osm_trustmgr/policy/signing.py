@@ -23,17 +23,17 @@ SignerKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
 PrivateSignerKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 
 
-def _json_keys(value: Any) -> Any:
+def json_compatible(value: Any) -> Any:
     # YAML reads `0: [...]` as an int key; JSON has only string keys, so both spellings sign the same.
     if isinstance(value, Mapping):
-        return {str(k): _json_keys(v) for k, v in value.items()}
+        return {str(k): json_compatible(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_keys(v) for v in value]
+        return [json_compatible(v) for v in value]
     return value
 
 
 def canonical_bytes(document: Mapping[str, Any]) -> bytes:
-    body = _json_keys({k: v for k, v in document.items() if k != "signature"})
+    body = json_compatible({k: v for k, v in document.items() if k != "signature"})
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -1,0 +1,90 @@
+"""Periodic re-attestation of every host (DESIGN.md §5 Monitor).
+
+Schedules live in the database (``trust_hosts.next_attempt_at``), not in memory: a Trust Manager restarted in
+the middle of a cycle picks up exactly the hosts that were still due, and reports are keyed by their nonce, so
+nothing is lost and nothing is stored twice. Each attestation runs under a timeout and a concurrency bound;
+one slow or dead agent never holds up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from osm_trustmgr.hosts import HostAttestor, Outcome, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    interval: float = 300.0
+    concurrency: int = 16
+    jitter: float = 0.1
+    retry_base: float = 5.0
+    round_timeout: float = 60.0
+    idle_poll: float = 1.0
+
+
+class HostMonitor:
+    def __init__(
+        self,
+        attestor: HostAttestor,
+        settings: MonitorSettings,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.attestor = attestor
+        self.settings = settings
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._limit = asyncio.Semaphore(settings.concurrency)
+
+    def next_attempt(self, outcome: Outcome | None, failures: int) -> datetime:
+        """Healthy hosts every ``interval`` ± jitter (spreads the fleet); unreachable ones back off
+        exponentially from ``retry_base`` up to ``interval``, so a recovered agent is noticed quickly."""
+        s = self.settings
+        if outcome is None or outcome.host.state == "unreachable":
+            delay = min(s.interval, s.retry_base * 2 ** max(failures - 1, 0))
+        else:
+            delay = s.interval * (1 + self._rng.uniform(-s.jitter, s.jitter))
+        return self._clock() + timedelta(seconds=delay)
+
+    async def attest_one(self, host_id: str) -> Outcome | None:
+        async with self._limit:
+            try:
+                outcome: Outcome | None = await asyncio.wait_for(
+                    self.attestor.attest(host_id), self.settings.round_timeout
+                )
+            except KeyError:
+                return None  # deleted meanwhile
+            except Exception:  # a bug in one round must not stop the monitor; it is retried later
+                log.exception("attestation of host %s failed", host_id)
+                outcome = None
+            failures = outcome.host.unreachable_count if outcome else 1
+            await self.attestor.store.set_host_state(host_id, {"next_attempt_at": self.next_attempt(outcome, failures)})
+            return outcome
+
+    async def run_cycle(self) -> int:
+        """Attest every due host once; returns how many were attested."""
+        due = await self.attestor.store.due_hosts(self._clock())
+        if due:
+            log.debug("monitor cycle: %d hosts due", len(due))
+            await asyncio.gather(*(self.attest_one(h) for h in due))
+        return len(due)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Cycle until ``stop`` is set; database errors are logged and retried, never fatal."""
+        while not stop.is_set():
+            try:
+                await self.run_cycle()
+            except Exception:
+                log.exception("monitor cycle failed; retrying")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.idle_poll)
