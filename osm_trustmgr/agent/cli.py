@@ -1,4 +1,5 @@
-"""``osm-trust-agent``: the agent on NFVI hosts (and inside VNFs). ``identity`` and ``quote`` print JSON."""
+"""``osm-trust-agent``: the agent on NFVI hosts (and inside VNFs). ``identity`` and ``quote`` print JSON; ``serve``
+answers the same over HTTPS (DESIGN.md §7)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from osm_trustmgr.agent.tpm import TpmDevice
 
 DEFAULT_AK = Path("/var/lib/osm-trust-agent/ak.json")
+UEFI_LOG_PATH = "/sys/kernel/security/tpm0/binary_bios_measurements"
+IMA_LOG_PATH = "/sys/kernel/security/ima/ascii_runtime_measurements"
 
 tcti_option = click.option("--tcti", envvar="TPM2TOOLS_TCTI", help="e.g. device:/dev/tpmrm0, swtpm:port=2321")
 ak_option = click.option(
@@ -86,3 +89,77 @@ def quote(
         ak = load_or_create_ak(tpm, ak_file)
         doc = quote_document(tpm, ak, raw_nonce, selection, uefi_log=uefi_log, ima_log=ima_log, ima_offset=ima_offset)
         click.echo(json.dumps(doc, indent=2))
+
+
+_INSECURE_WARNING = (
+    "INSECURE: --insecure-http serves TPM evidence and credential activation over plain HTTP, unauthenticated "
+    "and unencrypted. Use --cert/--key (and --client-ca) anywhere but a test bench."
+)
+
+
+def _tls_options(cert: Path | None, key: Path | None, client_ca: Path | None, insecure_http: bool) -> dict[str, Any]:
+    """uvicorn's TLS arguments; plain HTTP only when asked for explicitly, never by a forgotten option."""
+    import ssl
+
+    if insecure_http:
+        if cert or key or client_ca:
+            raise click.UsageError("--insecure-http cannot be combined with --cert, --key or --client-ca")
+        return {}
+    if not (cert and key):
+        raise click.UsageError("--cert and --key are required (or --insecure-http for plain HTTP, never in production)")
+    options: dict[str, Any] = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    if client_ca:
+        # Mutual TLS: the handshake fails for a client without a certificate chaining to this CA.
+        options.update(ssl_ca_certs=str(client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return options
+
+
+_file = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@main.command(context_settings={"auto_envvar_prefix": "OSMTRUSTAGENT", "show_default": True})
+@click.option("--tcti", envvar=["OSMTRUSTAGENT_TCTI", "TPM2TOOLS_TCTI"], help="e.g. device:/dev/tpmrm0")
+@click.option("--ak-file", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_AK, help="AK key blobs")
+@click.option("--ak-alg", type=click.Choice(["ecc", "rsa"]), default="ecc", help="type of a newly created AK")
+@click.option("--ek-alg", type=click.Choice(["rsa", "ecc", "ecc384"]), default="rsa", help="the AK's parent EK")
+@click.option("--uefi-log", type=click.Path(path_type=Path), default=UEFI_LOG_PATH)
+@click.option("--ima-log", type=click.Path(path_type=Path), default=IMA_LOG_PATH)
+@click.option("--banks", default="sha1,sha256", help="PCR banks verifiers may ask for, comma-separated")
+@click.option("--host", default="0.0.0.0", help="address to listen on")
+@click.option("--port", type=click.IntRange(1, 65535), default=9443)
+@click.option("--cert", type=_file, help="TLS server certificate (PEM, chain allowed)")
+@click.option("--key", type=_file, help="TLS server private key (PEM)")
+@click.option("--client-ca", type=_file, help="require client certificates issued by this CA (PEM)")
+@click.option("--insecure-http", is_flag=True, help="serve plain HTTP without --cert/--key (tests only)")
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False), default="info"
+)
+def serve(
+    tcti: str | None, ak_file: Path, ak_alg: str, ek_alg: str, uefi_log: Path, ima_log: Path, banks: str,
+    host: str, port: int, cert: Path | None, key: Path | None, client_ca: Path | None, insecure_http: bool,
+    log_level: str,
+) -> None:  # fmt: skip
+    """Serve identity, credential activation and quotes over HTTPS (every option also as OSMTRUSTAGENT_<OPTION>)."""
+    import logging
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from osm_trustmgr.agent.server import AgentSettings, create_app
+
+    tls = _tls_options(cert, key, client_ca, insecure_http)
+    try:
+        settings = AgentSettings.model_validate(
+            {"tcti": tcti, "ak_file": ak_file, "ak_alg": ak_alg, "ek_alg": ek_alg, "uefi_log": uefi_log,
+             "ima_log": ima_log, "banks": [b.strip() for b in banks.split(",") if b.strip()]}
+        )  # fmt: skip
+    except ValidationError as e:
+        raise click.BadParameter("; ".join(err["msg"] for err in e.errors()), param_hint="--banks") from None
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if insecure_http:
+        logging.getLogger("osm_trustmgr.agent").warning(_INSECURE_WARNING)
+    # log_config=None: uvicorn's loggers propagate to ours; the app logs one line per request itself.
+    uvicorn.run(
+        create_app(settings), host=host, port=port, log_config=None, log_level=log_level.lower(),
+        access_log=False, server_header=False, **tls,
+    )  # fmt: skip

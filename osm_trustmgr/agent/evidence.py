@@ -18,11 +18,12 @@ def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode()
 
 
-def load_or_create_ak(tpm: TpmDevice, path: Path, alg: str = "ecc") -> Ak:
-    """The agent's AK, kept across restarts as key blobs in ``path`` (useless on any other TPM)."""
+def load_or_create_ak(tpm: TpmDevice, path: Path, alg: str = "ecc", ek_alg: str = "rsa") -> Ak:
+    """The agent's AK under the ``ek_alg`` EK, kept across restarts as key blobs in ``path`` (useless on any
+    other TPM)."""
     if path.exists():
         return tpm.load_ak(AkBlobs.from_dict(json.loads(path.read_text())))
-    ak = tpm.create_ak(alg)
+    ak = tpm.create_ak(alg, ek_alg=ek_alg)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(ak.blobs.to_dict()))
@@ -41,7 +42,11 @@ def identity_document(tpm: TpmDevice, ak: Ak, ek_alg: str = "rsa") -> dict[str, 
 
 
 def _read_ima(path: Path, offset: int) -> tuple[str | None, int]:
-    """IMA lines from ``offset`` on; the log only grows within a boot, so a line count is a stable offset."""
+    """IMA lines from ``offset`` on; the log only grows within a boot, so a line count is a stable offset.
+
+    File names in the log are bytes, not always UTF-8: undecodable bytes become surrogate escapes, which JSON
+    carries as ``\\udcXX`` (``ensure_ascii``) and the verifier turns back into the same bytes.
+    """
     if not path.exists():
         return None, offset
     lines = path.read_text(errors="surrogateescape").splitlines(keepends=True)

@@ -100,7 +100,7 @@ def parse_evidence_document(doc: Any) -> EvidenceDocument:
         signature=_b64(doc, "signature", required=True) or b"",
         pcrs=parse_pcrs(doc.get("pcrs", {})),
         uefi_log=_b64(doc, "uefi_log"),
-        ima_log=ima_log.encode() if ima_log is not None else None,
+        ima_log=ima_log.encode("utf-8", "surrogateescape") if ima_log is not None else None,
         ima_offset=offset,
     )
     return EvidenceDocument(
@@ -125,7 +125,7 @@ def evidence_to_document(
     if ev.uefi_log is not None:
         doc["uefi_log"] = base64.b64encode(ev.uefi_log).decode()
     if ev.ima_log is not None:
-        doc["ima_log"] = ev.ima_log.decode(errors="replace")
+        doc["ima_log"] = ev.ima_log.decode("utf-8", "surrogateescape")
     if ak_public is not None:
         doc["ak_public"] = (
             ak_public.decode() if ak_public.startswith(b"-----") else base64.b64encode(ak_public).decode()
