@@ -151,28 +151,33 @@ def _b64_field(name: str, value: str) -> bytes:
 
 @dataclass
 class _Agent:
-    """The open TPM, the AK, the identity (static for the TPM's life, so computed once) and the lock."""
+    """The AK, the identity (static for the TPM's life, so computed once) and the lock serialising TPM use.
 
-    tpm: TpmDevice
+    The TPM is opened for each request, not held: without a resource manager (swtpm, /dev/tpm0) a TPM
+    serves one client at a time, so holding it would lock out every other tool on the host; and a TPM
+    that was restarted is simply picked up by the next request.
+    """
+
     ak: Ak
     identity: dict[str, Any]
     settings: AgentSettings
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @contextmanager
+    def _tpm(self, operation: str) -> Iterator[TpmDevice]:
+        with self.lock, _tpm_errors(operation), TpmDevice(self.settings.tcti) as tpm:
+            yield tpm
+
     def activate(self, credential: bytes, secret: bytes) -> bytes:
-        with self.lock, _tpm_errors("activation"):
-            return self.tpm.activate_credential(self.ak, credential, secret)
+        with self._tpm("activation") as tpm:
+            return tpm.activate_credential(self.ak, credential, secret)
 
     def quote(self, nonce: bytes, selection: dict[str, list[int]], ima_offset: int) -> dict[str, Any]:
         s = self.settings
-        with self.lock, _tpm_errors("quote"):
+        with self._tpm("quote") as tpm:
             return quote_document(
-                self.tpm, self.ak, nonce, selection, uefi_log=s.uefi_log, ima_log=s.ima_log, ima_offset=ima_offset
+                tpm, self.ak, nonce, selection, uefi_log=s.uefi_log, ima_log=s.ima_log, ima_offset=ima_offset
             )
-
-    def close(self) -> None:
-        with self.lock:
-            self.tpm.close()
 
 
 @contextmanager
@@ -207,14 +212,10 @@ def _load_ak(tpm: TpmDevice, settings: AgentSettings) -> Ak:
 
 
 def _open_agent(settings: AgentSettings) -> _Agent:
-    tpm = TpmDevice(settings.tcti)
-    try:
+    with TpmDevice(settings.tcti) as tpm:
         ak = _load_ak(tpm, settings)
         identity = identity_document(tpm, ak, settings.ek_alg)
-    except BaseException:
-        tpm.close()
-        raise
-    return _Agent(tpm, ak, identity, settings)
+    return _Agent(ak, identity, settings)
 
 
 # -- HTTP --------------------------------------------------------------------------------------------------
@@ -375,10 +376,7 @@ def create_app(settings: AgentSettings) -> FastAPI:
             app.state.agent.identity["ak_name"], settings.ak_file,
             "present" if app.state.agent.identity["ek_certificate"] else "absent", ",".join(settings.banks),
         )  # fmt: skip
-        try:
-            yield
-        finally:
-            app.state.agent.close()
+        yield
 
     # No /docs or /openapi.json: the agent serves verifiers, not browsers, and exposes nothing it needn't.
     app = FastAPI(title="osm-trust-agent", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

@@ -124,7 +124,9 @@ async def test_publish_waits_for_a_broker_that_comes_back(
     bus = kafka_bus(own_broker.bootstrap, unique("trustmgr"), publish_timeout=15.0)
     await bus.start()
     try:
-        await bus.publish(topic, "first", {"n": 1})
+        # connected before the outage, but not to this topic: Tansu acknowledges produce requests for a topic
+        # it lost in a restart and drops the data, so a producer must not hold stale metadata for it here
+        await bus.publish(unique("other"), "first", {"n": 1})
         crash(own_broker)
         publishing = asyncio.create_task(bus.publish(topic, "second", {"n": 2}))
         await asyncio.sleep(1.0)
@@ -135,11 +137,11 @@ async def test_publish_waits_for_a_broker_that_comes_back(
         await bus.stop()
     async with consuming(kafka_bus(own_broker.bootstrap, unique("trustmgr")), [topic], got):
         await got.wait(1)
-    assert got.values == [{"n": 2}]  # the broker lost "first" (memory storage), "second" arrived once
+        await asyncio.sleep(0.3)
+    assert got.values == [{"n": 2}]
 
 
-async def test_publish_gives_up_at_the_deadline(own_broker: TansuBroker, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="osm_trustmgr.bus")
+async def test_publish_gives_up_at_the_deadline(own_broker: TansuBroker) -> None:
     bus = kafka_bus(own_broker.bootstrap, publish_timeout=1.5)
     await bus.start()
     try:
@@ -152,7 +154,6 @@ async def test_publish_gives_up_at_the_deadline(own_broker: TansuBroker, caplog:
         assert 1.4 <= loop.time() - started < 4.0
     finally:
         await bus.stop()
-    assert records(caplog, "reconnecting to")
 
 
 async def test_start_without_broker_then_broker_appears(caplog: pytest.LogCaptureFixture) -> None:
