@@ -87,7 +87,10 @@ def encode_key(key: str) -> bytes:
     """A key as OSM writes it: the plain string in UTF-8 (OSM's readers ``safe_load`` it: keep it a word)."""
     if not isinstance(key, str) or not key:
         raise MessageError("key must be a non-empty string")
-    data = key.encode("utf-8")
+    try:
+        data = key.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates
+        raise MessageError(f"key is not valid text: {exc.reason}") from exc
     if len(data) > MAX_KEY_BYTES:
         raise MessageError(f"key too long: {len(data)} bytes > {MAX_KEY_BYTES}")
     return data

@@ -116,10 +116,7 @@ async def test_consumption_resumes_after_broker_restart(
     assert [m.value for m in got.messages[1:]] == [{"i": 0}, {"i": 1}, {"i": 2}]
 
 
-async def test_publish_waits_for_a_broker_that_comes_back(
-    own_broker: TansuBroker, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="osm_trustmgr.bus")
+async def test_publish_waits_for_a_broker_that_comes_back(own_broker: TansuBroker) -> None:
     topic, got = unique("ns"), Recorder()
     bus = kafka_bus(own_broker.bootstrap, unique("trustmgr"), publish_timeout=15.0)
     await bus.start()
