@@ -236,6 +236,11 @@ class HostAttestor:
             changes["verifier_state"] = result.state.model_dump()
         return await self._transition(host, changes, result)
 
+    async def mark_unreachable(self, host_id: str, reason: str) -> Outcome | None:
+        """A round that did not finish in time: the host's trust is unknown, so it is not trusted."""
+        host = await self.store.get_host(host_id)
+        return await self._unreachable(host, reason) if host else None
+
     async def _unreachable(self, host: HostRecord, reason: str) -> Outcome:
         log.warning("host %s unreachable: %s", host.id, reason)
         nonce = os.urandom(20)
@@ -252,7 +257,7 @@ class HostAttestor:
 
     async def _transition(self, host: HostRecord, changes: Mapping[str, Any], result: AttestationResult) -> Outcome:
         before = await self.store.set_host_state(host.id, changes) or host
-        after = before.model_copy(update=dict(changes))
+        after = HostRecord.model_validate({**before.model_dump(), **changes})  # validated, unlike model_copy
         if (before.state, before.loa) != (after.state, after.loa):
             log.info("host %s: %s/LoA %d -> %s/LoA %d (%s)", host.id, before.state, before.loa, after.state,
                      after.loa, ", ".join(result.codes()) or "no failures")  # fmt: skip

@@ -64,6 +64,9 @@ class HostMonitor:
                 )
             except KeyError:
                 return None  # deleted meanwhile
+            except asyncio.TimeoutError:
+                reason = f"no verdict within {self.settings.round_timeout:.0f}s (agent hung?)"
+                outcome = await self.attestor.mark_unreachable(host_id, reason)
             except Exception:  # a bug in one round must not stop the monitor; it is retried later
                 log.exception("attestation of host %s failed", host_id)
                 outcome = None
