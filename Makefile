@@ -2,7 +2,7 @@
 # Both install what they need first (apt packages, .venv, pip extras) through scripts/bootstrap.sh.
 VENV := .venv
 PY := $(VENV)/bin/python
-TYPED := osm_trustmgr/tpm osm_trustmgr/policy osm_trustmgr/failures.py
+TYPED := osm_trustmgr
 
 .PHONY: bootstrap sandbox test lint typecheck pytest bench clean
 

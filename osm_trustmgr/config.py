@@ -105,6 +105,7 @@ class DatabaseSection(_Section):
     uri: Name = "mongodb://mongodb-k8s:27017/?replicaSet=rs0"
     name: Name = "osm"
     commonkey: OptSecret = None
+    report_retention: Duration = 90 * 86400.0
 
 
 class NbiSection(_Section):

@@ -121,7 +121,9 @@ def decode(key: bytes | None, value: bytes | None) -> tuple[str, dict[str, Any]]
         raise MessageError(f"invalid YAML: {exc.problem or exc.context}{where}") from exc
     except yaml.YAMLError as exc:
         raise MessageError(f"invalid YAML: {exc}") from exc
-    except (ValueError, OverflowError, TypeError, RecursionError) as exc:
+    except RecursionError as exc:  # only the pure-Python parser recurses; libyaml stops at 1000 levels
+        raise MessageError(f"value nests deeper than {MAX_DEPTH} levels") from exc
+    except (ValueError, OverflowError, TypeError) as exc:
         # e.g. an integer beyond Python's int/str digit limit, or a timestamp out of range
         raise MessageError(f"invalid YAML scalar: {exc}") from exc
     if not isinstance(doc, dict):

@@ -4,6 +4,9 @@ Unlike OSM's own ``MsgKafka`` (auto-commit, a new producer per write, errors end
 commits by hand after each handled message, keeps one producer, and never gives up on the broker: the
 producer retries until the publish deadline, and a consumer that fails is recreated with capped, jittered
 exponential backoff and resumes from its group's committed offsets. Semantics: ``osm_trustmgr.bus.base``.
+
+Handlers run one at a time per consumer and must return well within ``max_poll_interval_ms`` (5 min):
+a consumer that does not poll for that long is dropped from its group, and its message is delivered again.
 """
 
 from __future__ import annotations
@@ -111,6 +114,8 @@ class KafkaBus:
         attempt = 0
         while True:
             attempt += 1
+            if not self._consumers.running:  # stop() came while we waited: do not reconnect after it
+                raise BusError(f"bus stopped while publishing to {topic!r} key {key!r}")
             try:
                 producer = await asyncio.wait_for(self._ensure_producer(), max(0.0, deadline - loop.time()))
                 await asyncio.wait_for(
@@ -197,6 +202,7 @@ class KafkaBus:
                     self.bootstrap,
                     f" after {failures} failures" if failures else "",
                 )
+                failures = 0
                 await self._consume(consumer, handler, group_id, backoff)
             except _TRANSIENT as exc:
                 failures += 1
@@ -249,6 +255,8 @@ class KafkaBus:
             await asyncio.wait({commit}, timeout=self.close_timeout)
             if not commit.done():
                 commit.cancel()
+            elif not commit.cancelled():
+                commit.exception()  # retrieved: a failed commit here needs no "never retrieved" warning
             raise
         except (CommitFailedError, IllegalStateError) as exc:
             # the group rebalanced (or the broker lost the group): the partition's new owner gets the

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from osm_trustmgr import __version__
+from osm_trustmgr.cli.admin import host_group, policy_group, serve_cmd
 from osm_trustmgr.cli.evidence import evidence
 from osm_trustmgr.cli.output import OUTPUT_OPTION, emit
 
@@ -22,6 +23,9 @@ def main(log_level: str) -> None:
 
 
 main.add_command(evidence)
+main.add_command(serve_cmd)
+main.add_command(host_group)
+main.add_command(policy_group)
 
 
 @main.group("config")

@@ -3,6 +3,8 @@
 Tansu keeps everything in memory: a restarted broker has no topics, offsets or groups, so the failure tests
 check that the *same* running consumer and producer carry on without help, not that old messages survive.
 Tansu waits ~5 s on SIGTERM while clients are connected, so a crash here is a SIGKILL (also more realistic).
+Tansu lets a member join a group ~1 s after asking (session_timeout_ms=2000), but ~4 s when the group lost a
+member moments before: the two redelivery tests pay that.
 """
 
 from __future__ import annotations

@@ -1,0 +1,108 @@
+"""``osm-trustmgr serve``: wires configuration, store, bus, policies, host attestation and the monitor.
+
+Start-up fails fast and says why (bad configuration, unreadable CA bundle or signer keys); once running,
+lost connections to MongoDB, Kafka or agents are retried and logged, never fatal. SIGTERM stops gracefully:
+the monitor finishes no new round, connections are closed, and whatever was not done is still due in the
+database for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from cryptography import x509
+
+from osm_trustmgr.bus.base import Bus
+from osm_trustmgr.bus.kafka import KafkaBus
+from osm_trustmgr.bus.local import LocalBus
+from osm_trustmgr.config import Config
+from osm_trustmgr.hosts import HostAttestor, HostSettings
+from osm_trustmgr.monitor import HostMonitor, MonitorSettings
+from osm_trustmgr.policy.signing import SignerKey, load_signer_keys
+from osm_trustmgr.policy_book import PolicyBook
+from osm_trustmgr.store.mongo import TrustStore
+from osm_trustmgr.tpm.ekcert import load_ca_bundle
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The service cannot start with this configuration; the message says what to fix."""
+
+
+@dataclass
+class TrustService:
+    config: Config
+    store: TrustStore
+    bus: Bus
+    policies: PolicyBook
+    hosts: HostAttestor
+    monitor: HostMonitor
+
+    @classmethod
+    def from_config(cls, config: Config) -> TrustService:
+        store = TrustStore.connect(
+            config.database.uri,
+            config.database.name,
+            retention=timedelta(seconds=config.database.report_retention),
+        )
+        bus: Bus = (
+            KafkaBus(f"{config.message.host}:{config.message.port}", group_id=config.message.group_id)
+            if config.message.driver == "kafka"
+            else LocalBus()
+        )
+        policies = PolicyBook(store, _signers(config.policy.signers), require_signature=config.policy.require_signature)
+        settings = HostSettings(ek_ca_bundle=_ca_bundle(config.tpm.ek_ca_bundle), banks=config.tpm.pcr_banks)
+        hosts = HostAttestor(store, policies, bus, settings)
+        m = config.monitor
+        monitor = HostMonitor(
+            hosts, MonitorSettings(interval=m.host_interval, concurrency=m.concurrency, jitter=m.jitter)
+        )
+        return cls(config, store, bus, policies, hosts, monitor)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.store.create_indexes()
+        await self.bus.start()
+        log.info("osm-trustmgr serving: database %s, bus %s", self.config.database.name, self.config.message.driver)
+        try:
+            await self.monitor.run(stop)
+        finally:
+            await self.bus.stop()
+            await self.store.close()
+            log.info("osm-trustmgr stopped")
+
+
+def _ca_bundle(path: Path | None) -> list[x509.Certificate]:
+    if path is None:
+        log.warning("tpm.ek_ca_bundle is not set: only hosts with an administrator-pinned EK can be enrolled")
+        return []
+    try:
+        return load_ca_bundle(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise StartupError(f"tpm.ek_ca_bundle {path}: {e}") from None
+
+
+def _signers(paths: list[Path]) -> dict[str, SignerKey]:
+    try:
+        return load_signer_keys([p.read_bytes() for p in paths])
+    except (OSError, ValueError) as e:
+        raise StartupError(f"policy.signers: {e}") from None
+
+
+def serve(config: Config) -> None:
+    """Run until SIGTERM/SIGINT."""
+
+    async def main() -> None:
+        service = TrustService.from_config(config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await service.run(stop)
+
+    asyncio.run(main())
