@@ -55,6 +55,13 @@ def _run(config_path: Path | None, action: Callable[[Any], Awaitable[T]]) -> T:
         sys.exit(1)
 
 
+def _found(value: T | None, message: str) -> T:
+    if value is None:
+        click.echo(f"error: {message}", err=True)
+        sys.exit(1)
+    return value
+
+
 @click.command("serve")
 @CONFIG_OPTION
 def serve_cmd(config_path: Path | None) -> None:
@@ -127,10 +134,7 @@ def host_list(config_path: Path | None, vim_account: str | None, fmt: str) -> No
 @click.argument("host_id")
 @OUTPUT_OPTION
 def host_show(config_path: Path | None, host_id: str, fmt: str) -> None:
-    host = _run(config_path, lambda s: s.store.get_host(host_id))
-    if host is None:
-        click.echo(f"error: host {host_id!r} is not registered", err=True)
-        sys.exit(1)
+    host = _found(_run(config_path, lambda s: s.store.get_host(host_id)), f"host {host_id!r} is not registered")
     emit(host.model_dump(mode="json", exclude={"pinned_ek"}), fmt)
 
 
@@ -138,9 +142,7 @@ def host_show(config_path: Path | None, host_id: str, fmt: str) -> None:
 @CONFIG_OPTION
 @click.argument("host_id")
 def host_delete(config_path: Path | None, host_id: str) -> None:
-    if not _run(config_path, lambda s: s.store.delete_host(host_id)):
-        click.echo(f"error: host {host_id!r} is not registered", err=True)
-        sys.exit(1)
+    _found(_run(config_path, lambda s: s.store.delete_host(host_id)) or None, f"host {host_id!r} is not registered")
 
 
 @host_group.command("attest")
@@ -197,7 +199,4 @@ def policy_put(config_path: Path | None, path: Path) -> None:
 @OUTPUT_OPTION
 def policy_show(config_path: Path | None, policy_id: str, fmt: str) -> None:
     document = _run(config_path, lambda s: s.store.get_policy_document(policy_id))
-    if document is None:
-        click.echo(f"error: policy {policy_id!r} is not stored", err=True)
-        sys.exit(1)
-    emit(document, fmt)
+    emit(_found(document, f"policy {policy_id!r} is not stored"), fmt)

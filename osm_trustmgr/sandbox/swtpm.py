@@ -24,6 +24,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from osm_trustmgr.sandbox.servers import terminate
+
 HOST = "127.0.0.1"
 TPM2_STARTUP_CLEAR = bytes.fromhex("80010000000c000001440000")  # TPM_ST_NO_SESSIONS, TPM_CC_Startup, SU_CLEAR
 _TPM_RC_INITIALIZE = 0x100  # Startup sent to a TPM that already ran it
@@ -188,17 +190,6 @@ def _receive(channel: socket.socket, size: int) -> bytes:
     return data
 
 
-def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM the process by PID, SIGKILL it if it lingers; always reaps it."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 class Swtpm:
     """One swtpm process. ``with Swtpm() as tpm: TpmDevice(tpm.tcti)`` gives a fresh, provisioned TPM.
 
@@ -275,7 +266,7 @@ class Swtpm:
     def stop(self) -> None:
         """Stop the process (SIGTERM by PID, SIGKILL after ``stop_timeout``); the state stays for a restart."""
         if self._finalizer is not None:
-            self._finalizer()  # runs _terminate once, and no longer at interpreter exit
+            self._finalizer()  # runs terminate once, and no longer at interpreter exit
         self._finalizer = None
         self._process = None
 
@@ -335,7 +326,7 @@ class Swtpm:
         with self._log_path.open("ab") as log:
             process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         self._process = process
-        self._finalizer = weakref.finalize(self, _terminate, process, self.stop_timeout)
+        self._finalizer = weakref.finalize(self, terminate, process, self.stop_timeout)
         deadline = time.monotonic() + 10
         while process.poll() is None and time.monotonic() < deadline:
             if self._listening():
