@@ -133,9 +133,9 @@ class TimedAttestor(HostAttestor):
     def reset(self) -> None:
         self.latencies, self.loas = [], Counter()
 
-    async def attest(self, host_id: str) -> Outcome:
+    async def attest(self, host_id: str, *args: Any, **kwargs: Any) -> Outcome:
         start = time.perf_counter()
-        outcome = await super().attest(host_id)
+        outcome = await super().attest(host_id, *args, **kwargs)  # forwards whatever the monitor passes
         self.latencies.append(time.perf_counter() - start)
         self.loas[outcome.result.loa if outcome.result else None] += 1
         return outcome
