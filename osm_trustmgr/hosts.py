@@ -18,14 +18,20 @@ from cryptography import x509
 
 from osm_trustmgr.enrollment import Enrollment, begin_enrollment, complete_enrollment
 from osm_trustmgr.evidence.document import parse_evidence_document
-from osm_trustmgr.evidence.host_agent import AgentError, AgentUnreachable, HostAgentClient, ImaOffsetBeyondLog
+from osm_trustmgr.evidence.host_agent import (
+    AgentError,
+    AgentPool,
+    AgentUnreachable,
+    HostAgentClient,
+    ImaOffsetBeyondLog,
+)
 from osm_trustmgr.failures import Failure
 from osm_trustmgr.policy.evaluate import IdentityClaim, Request, evaluate
 from osm_trustmgr.policy.model import TrustPolicy
 from osm_trustmgr.policy.result import AttestationResult, FailureRecord
 from osm_trustmgr.policy_book import PolicyBook
 from osm_trustmgr.store.mongo import TrustStore
-from osm_trustmgr.store.records import HostRecord, HostSpec, IdentityRecord
+from osm_trustmgr.store.records import AgentEndpoint, HostRecord, HostSpec, IdentityRecord
 from osm_trustmgr.tpm.errors import EvidenceError
 from osm_trustmgr.tpm.identity import Identity, check_same_identity
 from osm_trustmgr.tpm.pcr import PcrSelection, parse_selection_spec
@@ -35,6 +41,10 @@ log = logging.getLogger(__name__)
 
 TRUST_TOPIC = "trust"
 IDENTITY_FAILURES = {Failure.SIGNATURE_INVALID.value, Failure.SIGNER_MISMATCH.value, Failure.SIGNATURE_SCHEME.value}
+
+
+Scheduler = Callable[[HostRecord], datetime]
+"""When a host is due next, from its record after a round (the monitor's interval, jitter and backoff)."""
 
 
 class Publisher(Protocol):
@@ -72,12 +82,16 @@ class HostAttestor:
         publisher: Publisher,
         settings: HostSettings,
         *,
-        client_factory: Callable[[Any], HostAgentClient] = HostAgentClient,
+        client_factory: Callable[[AgentEndpoint], HostAgentClient] = HostAgentClient,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store, self.policies, self.publisher, self.settings = store, policies, publisher, settings
-        self._client_factory = client_factory
+        self.agents = AgentPool(client_factory)
         self._clock = clock
+
+    async def close(self) -> None:
+        """Close the kept-alive agent connections (at shutdown)."""
+        await self.agents.close()
 
     # -- inventory ----------------------------------------------------------------------------------
 
@@ -119,19 +133,24 @@ class HostAttestor:
 
     # -- attestation ---------------------------------------------------------------------------------
 
-    async def attest(self, host_id: str) -> Outcome:
-        host = await self.store.get_host(host_id)
-        if host is None:
-            raise KeyError(f"host {host_id!r} is not registered")
+    async def attest(self, host: str | HostRecord, *, schedule: Scheduler | None = None) -> Outcome:
+        """One round for ``host`` (an id, or the record a caller just read). ``schedule`` gives the next
+        attempt from the outcome, written with the verdict in the same update."""
+        if isinstance(host, str):
+            record = await self.store.get_host(host)
+            if record is None:
+                raise KeyError(f"host {host!r} is not registered")
+            host = record
         if host.state == "rejected":
-            log.warning("host %s is rejected (%s): not attested until re-enrolled", host_id, host.reason)
+            log.warning("host %s is rejected (%s): not attested until re-enrolled", host.id, host.reason)
             return Outcome(host, None)
-        async with self._client_factory(host.agent) as agent:
-            try:
-                result = await self._round(host, agent)
-            except AgentUnreachable as e:
-                return await self._unreachable(host, str(e))
-        return await self._record(host, result)
+        agent = self.agents.get(host.id, host.agent)
+        try:
+            result = await self._round(host, agent)
+        except AgentUnreachable as e:
+            await self.agents.drop(host.id)
+            return await self._unreachable(host, str(e), schedule)
+        return await self._record(host, result, schedule)
 
     async def _round(self, host: HostRecord, agent: HostAgentClient) -> AttestationResult:
         nonce = os.urandom(20)
@@ -220,7 +239,7 @@ class HostAttestor:
 
     # -- recording -----------------------------------------------------------------------------------
 
-    async def _record(self, host: HostRecord, result: AttestationResult) -> Outcome:
+    async def _record(self, host: HostRecord, result: AttestationResult, schedule: Scheduler | None) -> Outcome:
         report_id = result.nonce
         await self.store.insert_report(report_id, "host", result)
         rejected = Failure.IDENTITY_CHANGED.value in result.codes()
@@ -234,14 +253,15 @@ class HostAttestor:
         }
         if result.state is not None and result.loa >= 1:
             changes["verifier_state"] = result.state.model_dump()
-        return await self._transition(host, changes, result)
+        return await self._transition(host, changes, result, schedule)
 
-    async def mark_unreachable(self, host_id: str, reason: str) -> Outcome | None:
+    async def mark_unreachable(self, host_id: str, reason: str, schedule: Scheduler | None = None) -> Outcome | None:
         """A round that did not finish in time: the host's trust is unknown, so it is not trusted."""
+        await self.agents.drop(host_id)
         host = await self.store.get_host(host_id)
-        return await self._unreachable(host, reason) if host else None
+        return await self._unreachable(host, reason, schedule) if host else None
 
-    async def _unreachable(self, host: HostRecord, reason: str) -> Outcome:
+    async def _unreachable(self, host: HostRecord, reason: str, schedule: Scheduler | None) -> Outcome:
         log.warning("host %s unreachable: %s", host.id, reason)
         nonce = os.urandom(20)
         result = _failed(entity_of(host.id), nonce, host.policy_id, self._clock(), Failure.AGENT_UNREACHABLE, reason)
@@ -253,11 +273,21 @@ class HostAttestor:
             "unreachable_count": host.unreachable_count + 1,
             "reason": reason,
         }
-        return await self._transition(host, changes, result)
+        return await self._transition(host, changes, result, schedule)
 
-    async def _transition(self, host: HostRecord, changes: Mapping[str, Any], result: AttestationResult) -> Outcome:
-        before = await self.store.set_host_state(host.id, changes) or host
-        after = HostRecord.model_validate({**before.model_dump(), **changes})  # validated, unlike model_copy
+    async def _transition(
+        self, host: HostRecord, changes: dict[str, Any], result: AttestationResult, schedule: Scheduler | None
+    ) -> Outcome:
+        after = HostRecord.model_validate({**host.model_dump(), **changes})  # validated, unlike model_copy
+        if schedule is not None:
+            changes["next_attempt_at"] = after.next_attempt_at = schedule(after)
+        # Compare-and-set against the record this round started from: one plain update in the normal case,
+        # and a correct "before" (for the transition) even if something else changed the host meanwhile.
+        expected = {"state": host.state, "loa": host.loa, "last_report": host.last_report}
+        before = host
+        if not await self.store.update_host_if(host.id, expected, changes):
+            before = await self.store.set_host_state(host.id, changes) or host
+            after = HostRecord.model_validate({**before.model_dump(), **changes})
         if (before.state, before.loa) != (after.state, after.loa):
             log.info("host %s: %s/LoA %d -> %s/LoA %d (%s)", host.id, before.state, before.loa, after.state,
                      after.loa, ", ".join(result.codes()) or "no failures")  # fmt: skip

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from osm_trustmgr.hosts import HostAttestor, Outcome, utcnow
+from osm_trustmgr.store.records import HostRecord
 
 log = logging.getLogger(__name__)
 
@@ -46,33 +47,33 @@ class HostMonitor:
         self._rng = rng or random.Random()
         self._limit = asyncio.Semaphore(settings.concurrency)
 
-    def next_attempt(self, outcome: Outcome | None, failures: int) -> datetime:
+    def next_attempt(self, host: HostRecord | None) -> datetime:
         """Healthy hosts every ``interval`` ± jitter (spreads the fleet); unreachable ones back off
         exponentially from ``retry_base`` up to ``interval``, so a recovered agent is noticed quickly."""
         s = self.settings
-        if outcome is None or outcome.host.state == "unreachable":
+        if host is None or host.state == "unreachable":
+            failures = host.unreachable_count if host else 1
             delay = min(s.interval, s.retry_base * 2 ** max(failures - 1, 0))
         else:
             delay = s.interval * (1 + self._rng.uniform(-s.jitter, s.jitter))
         return self._clock() + timedelta(seconds=delay)
 
-    async def attest_one(self, host_id: str) -> Outcome | None:
+    async def attest_one(self, host: str | HostRecord) -> Outcome | None:
+        host_id = host if isinstance(host, str) else host.id
         async with self._limit:
             try:
-                outcome: Outcome | None = await asyncio.wait_for(
-                    self.attestor.attest(host_id), self.settings.round_timeout
+                return await asyncio.wait_for(
+                    self.attestor.attest(host, schedule=self.next_attempt), self.settings.round_timeout
                 )
             except KeyError:
                 return None  # deleted meanwhile
             except asyncio.TimeoutError:
                 reason = f"no verdict within {self.settings.round_timeout:.0f}s (agent hung?)"
-                outcome = await self.attestor.mark_unreachable(host_id, reason)
+                return await self.attestor.mark_unreachable(host_id, reason, self.next_attempt)
             except Exception:  # a bug in one round must not stop the monitor; it is retried later
                 log.exception("attestation of host %s failed", host_id)
-                outcome = None
-            failures = outcome.host.unreachable_count if outcome else 1
-            await self.attestor.store.set_host_state(host_id, {"next_attempt_at": self.next_attempt(outcome, failures)})
-            return outcome
+                await self.attestor.store.set_host_state(host_id, {"next_attempt_at": self.next_attempt(None)})
+                return None
 
     async def run_cycle(self) -> int:
         """Attest every due host once; returns how many were attested."""

@@ -159,7 +159,8 @@ def serve(
     if insecure_http:
         logging.getLogger("osm_trustmgr.agent").warning(_INSECURE_WARNING)
     # log_config=None: uvicorn's loggers propagate to ours; the app logs one line per request itself.
+    # Verifiers keep connections alive between rounds; on shutdown they get 2 s, not an indefinite wait.
     uvicorn.run(
         create_app(settings), host=host, port=port, log_config=None, log_level=log_level.lower(),
-        access_log=False, server_header=False, **tls,
+        access_log=False, server_header=False, timeout_graceful_shutdown=2, **tls,
     )  # fmt: skip

@@ -6,9 +6,10 @@ trusted. An answer the agent gives with an error status is ``AgentError`` with t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -114,3 +115,39 @@ class HostAgentClient:
         return await self._call(
             "GET", "/v1/quote", params={"nonce": nonce.hex(), "pcrs": spec, "ima_offset": ima_offset}
         )
+
+
+class AgentPool:
+    """One kept-alive client per host: a TLS handshake per round would cost more than the verification.
+
+    A client is replaced when the host's endpoint changes and dropped after a transport failure, so the next
+    round starts with a fresh connection. ``close()`` at shutdown.
+    """
+
+    def __init__(self, factory: Callable[[AgentEndpoint], HostAgentClient] = HostAgentClient) -> None:
+        self.factory = factory
+        self._clients: dict[str, HostAgentClient] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def get(self, host_id: str, endpoint: AgentEndpoint) -> HostAgentClient:
+        client = self._clients.get(host_id)
+        if client is None or client.endpoint != endpoint:
+            if client is not None:
+                self._retire(client)
+            client = self._clients[host_id] = self.factory(endpoint)
+        return client
+
+    async def drop(self, host_id: str) -> None:
+        client = self._clients.pop(host_id, None)
+        if client is not None:
+            await client.close()
+
+    def _retire(self, client: HostAgentClient) -> None:
+        # an endpoint changed under a live client: close it in the background, never block the round
+        task = asyncio.get_running_loop().create_task(client.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from osm_trustmgr.failures import Failure
@@ -46,8 +47,8 @@ def check_policy(
     quoted = verified.pcrs()
     _require_pcrs(policy, quoted, found)
     ceiling = 1
-    log = _eventlog(evidence, found) if policy.platform or policy.os else None
-    replayed = eventlog.replay(log) if log is not None else None
+    parsed = _eventlog(evidence, found) if policy.platform or policy.os else None
+    log, replayed = parsed if parsed is not None else (None, None)
     if policy.platform is not None:
         ceiling = 2
         _check_platform(policy, log, replayed, quoted, found)
@@ -71,17 +72,25 @@ def _require_pcrs(policy: TrustPolicy, quoted: PcrBanks, found: Findings) -> Non
             found.fail(Failure.PCR_MISSING, f"policy needs {bank} PCRs {missing} in the quote", level)
 
 
-def _eventlog(evidence: Evidence, found: Findings) -> eventlog.EventLog | None:
+@lru_cache(maxsize=128)
+def _parsed(data: bytes) -> tuple[eventlog.EventLog, PcrBanks]:
+    # A host sends the same boot log every round until it reboots; parsing it again is most of the
+    # verifier's work for a fleet (bench/hosts.py). Keyed by the bytes themselves, so never stale.
+    log = eventlog.parse_eventlog(data)
+    return log, eventlog.replay(log)
+
+
+def _eventlog(evidence: Evidence, found: Findings) -> tuple[eventlog.EventLog, PcrBanks] | None:
     if evidence.uefi_log is None:
         found.fail(Failure.EVENTLOG_MISSING, "no UEFI event log in the evidence", 2)
         return None
     try:
-        log = eventlog.parse_eventlog(evidence.uefi_log)
+        log, replayed = _parsed(evidence.uefi_log)
     except EvidenceError as e:
         found.fail(e.code, e.detail, 2)
         return None
     found.claims["eventlog"] = {"events": len(log.events), "banks": list(log.banks), "warnings": list(log.warnings)}
-    return log
+    return log, replayed
 
 
 def _check_replay(

@@ -90,13 +90,18 @@ class TrustStore:
         query = {"vim_account_id": vim_account_id} if vim_account_id else {}
         return [HostRecord.from_document(d) async for d in self.db[HOSTS].find(query).sort("_id")]
 
-    async def due_hosts(self, now: datetime) -> list[str]:
+    async def due_hosts(self, now: datetime) -> list[HostRecord]:
         """Hosts whose next attestation is due (or never scheduled), rejected ones excepted."""
         query = {
             "state": {"$ne": "rejected"},
             "$or": [{"next_attempt_at": None}, {"next_attempt_at": {"$lte": now}}],
         }
-        return [d["_id"] async for d in self.db[HOSTS].find(query, {"_id": 1}).sort("next_attempt_at")]
+        return [HostRecord.from_document(d) async for d in self.db[HOSTS].find(query).sort("next_attempt_at")]
+
+    async def update_host_if(self, host_id: str, expected: Mapping[str, Any], changes: Mapping[str, Any]) -> bool:
+        """Apply ``changes`` only if the host still has the ``expected`` values; True when it did."""
+        done = await self.db[HOSTS].update_one({"_id": host_id, **expected}, {"$set": dict(changes)})
+        return done.matched_count == 1
 
     async def set_host_state(self, host_id: str, changes: Mapping[str, Any]) -> HostRecord | None:
         """Apply ``changes``; returns the record as it was before (for transition detection)."""
@@ -131,8 +136,8 @@ class TrustStore:
 
     async def consume_nonce(self, nonce: bytes, entity: str, now: datetime) -> bool:
         """True exactly once for an issued, unexpired nonce of ``entity`` (the TTL sweep is not relied on)."""
-        doc = await self.db[NONCES].find_one_and_delete({"_id": nonce.hex(), "entity": entity})
-        return doc is not None and doc["expires_at"] > now
+        done = await self.db[NONCES].delete_one({"_id": nonce.hex(), "entity": entity, "expires_at": {"$gt": now}})
+        return done.deleted_count == 1
 
     # -- reports ----------------------------------------------------------------------------------------
 

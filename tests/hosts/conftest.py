@@ -140,5 +140,6 @@ async def trustmgr(mongo_uri: str, mongo_db: str, kafka_broker: TansuBroker, swt
     policies = PolicyBook(store, {}, require_signature=False)
     attestor = HostAttestor(store, policies, bus, HostSettings(ek_ca_bundle=swtpm_ca.certificates))
     yield TrustManager(store, bus, policies, attestor, kafka_broker, tls)
+    await attestor.close()
     await bus.stop()
     await store.close()

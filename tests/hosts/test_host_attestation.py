@@ -120,7 +120,7 @@ async def test_replayed_quote_is_rejected(trustmgr: TrustManager, make_host: Mak
                 recorded.append(await super().quote(nonce, pcrs, ima_offset))
             return dict(recorded[0])
 
-    trustmgr.attestor._client_factory = ReplayingAgent
+    trustmgr.attestor.agents.factory = ReplayingAgent
     assert (await trustmgr.attestor.attest(host.id)).host.loa == 4
     replayed = await trustmgr.attestor.attest(host.id)
     assert replayed.host.loa == 0

@@ -74,6 +74,7 @@ async def test_restart_in_the_middle_of_a_cycle_loses_nothing(
             assert len(reports) == 1  # attested before the restart and not again
     ids = [r["_id"] async for r in store.db[REPORTS].find({}, {"_id": 1})]
     assert len(ids) == len(set(ids))
+    await attestor.close()
     await store.close()
 
 

@@ -65,7 +65,7 @@ async def test_due_hosts(store: TrustStore) -> None:
     await store.set_host_state("a", {"next_attempt_at": NOW - timedelta(seconds=1)})
     await store.set_host_state("b", {"next_attempt_at": NOW + timedelta(seconds=60)})
     await store.set_host_state("d", {"state": "rejected"})
-    assert sorted(await store.due_hosts(NOW)) == ["a", "c"]  # c was never scheduled; d is rejected
+    assert sorted(h.id for h in await store.due_hosts(NOW)) == ["a", "c"]  # c was never scheduled; d is rejected
 
 
 async def test_nonce_is_single_use_and_expires(store: TrustStore) -> None:
