@@ -21,10 +21,15 @@ from osm_trustmgr.bus.base import Bus
 from osm_trustmgr.bus.kafka import KafkaBus
 from osm_trustmgr.bus.local import LocalBus
 from osm_trustmgr.config import Config
+from osm_trustmgr.gate import GateSettings, NsGate
+from osm_trustmgr.gate_consumer import OSM_TOPICS, GateConsumer
 from osm_trustmgr.hosts import HostAttestor, HostSettings
 from osm_trustmgr.monitor import HostMonitor, MonitorSettings
+from osm_trustmgr.osm.nbi import NbiClient
+from osm_trustmgr.osm.records import OsmRecords
 from osm_trustmgr.policy.signing import SignerKey, load_signer_keys
 from osm_trustmgr.policy_book import PolicyBook
+from osm_trustmgr.store.gates import GateStore
 from osm_trustmgr.store.mongo import TrustStore
 from osm_trustmgr.tpm.ekcert import load_ca_bundle
 
@@ -43,6 +48,8 @@ class TrustService:
     policies: PolicyBook
     hosts: HostAttestor
     monitor: HostMonitor
+    gate: NsGate
+    nbi: NbiClient
 
     @classmethod
     def from_config(cls, config: Config) -> TrustService:
@@ -63,16 +70,43 @@ class TrustService:
         monitor = HostMonitor(
             hosts, MonitorSettings(interval=m.host_interval, concurrency=m.concurrency, jitter=m.jitter)
         )
-        return cls(config, store, bus, policies, hosts, monitor)
+        nbi = NbiClient.from_config(config.nbi)
+        g = config.gate
+        gate = NsGate(
+            GateStore(store.db),
+            OsmRecords(store.db),
+            nbi,
+            hosts,
+            bus,
+            GateSettings(mode=g.mode, max_age=g.max_age, timeout=g.timeout, terminate_on_reject=g.terminate_on_reject),
+        )
+        return cls(config, store, bus, policies, hosts, monitor, gate, nbi)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Monitor, gate consumer and gate resumption until ``stop``; then everything is closed."""
         await self.store.create_indexes()
         await self.bus.start()
-        log.info("osm-trustmgr serving: database %s, bus %s", self.config.database.name, self.config.message.driver)
+        consumer = GateConsumer(self.gate)
+        log.info(
+            "osm-trustmgr serving: database %s, bus %s (group %s), gate mode %s",
+            self.config.database.name, self.config.message.driver, self.config.message.group_id,
+            self.config.gate.mode,
+        )  # fmt: skip
+        tasks = [
+            asyncio.create_task(self.monitor.run(stop), name="monitor"),
+            asyncio.create_task(consumer.resume_loop(stop), name="gate-resume"),
+            asyncio.create_task(
+                self.bus.run_consumer(list(OSM_TOPICS), consumer.on_message, group_id=self.config.message.group_id),
+                name="osm-consumer",
+            ),
+        ]
         try:
-            await self.monitor.run(stop)
+            await stop.wait()
         finally:
-            await self.bus.stop()
+            await self.bus.stop()  # ends run_consumer: messages in flight stay uncommitted, redelivered later
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.hosts.close()
+            await self.nbi.aclose()
             await self.store.close()
             log.info("osm-trustmgr stopped")
 

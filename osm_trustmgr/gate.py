@@ -1,0 +1,310 @@
+"""The NS gate (DESIGN.md §5): one decision per NS instantiation, made once, acted on once.
+
+``ns``/``instantiate`` → the LoA the NS requires → the trust of the NFVI hosts of its VIM accounts → a
+decision (``accept``, ``reject``, ``not_required``) recorded in ``trust_gates`` before anything is done about
+it, published on ``trust``/``gate``, then the actions of ``gate.mode``:
+
+- ``enforce``: NBI cancel (FORCEFUL), then terminate when ``gate.terminate_on_reject``;
+- ``placement``: for operations with ``placement-engine: PLA``, answer ``pla``/``placement`` with trusted VIM
+  accounts; no trusted VIM → no answer, cancel;
+- ``audit``: record and publish only.
+
+Every step is written to the gate document as it completes, so a redelivered message finds the decision
+made, and a restarted Trust Manager resumes exactly the steps not yet done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from osm_trustmgr.host_check import VimTrust, check_vims
+from osm_trustmgr.hosts import HostAttestor, Publisher, utcnow
+from osm_trustmgr.osm.messages import (
+    NsOperation,
+    NsOperationResult,
+    OperationCancel,
+    OsmEvent,
+    PlacementRequest,
+    parse_osm_message,
+    placement_answer,
+)
+from osm_trustmgr.osm.nbi import NbiClient, NbiError, NbiUnreachable, OperationNotCancellable
+from osm_trustmgr.osm.records import OsmRecords
+from osm_trustmgr.osm.requirement import Requirement, RequirementError, required_loa
+from osm_trustmgr.store.gates import GateStore
+
+log = logging.getLogger(__name__)
+
+GateMode = Literal["enforce", "placement", "audit"]
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    mode: GateMode = "enforce"
+    max_age: float = 300.0
+    timeout: float = 30.0
+    terminate_on_reject: bool = True
+
+
+class NsGate:
+    def __init__(
+        self,
+        gates: GateStore,
+        records: OsmRecords,
+        nbi: NbiClient,
+        hosts: HostAttestor,
+        publisher: Publisher,
+        settings: GateSettings,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.gates, self.records, self.nbi, self.hosts = gates, records, nbi, hosts
+        self.publisher, self.settings, self._clock = publisher, settings, clock
+
+    async def handle(self, event: OsmEvent) -> None:
+        if isinstance(event, NsOperation) and event.operation == "instantiate":
+            await self.on_instantiate(event)
+        elif isinstance(event, PlacementRequest):
+            await self.on_placement_request(event.nslcmop_id)
+        elif isinstance(event, OperationCancel):
+            await self.gates.update(event.nslcmop_id, {"osm_cancelled": True})
+        elif isinstance(event, NsOperationResult) and event.final:
+            await self.on_operation_result(event)
+
+    async def reject_unreadable(self, nslcmop_id: str, nsr_id: str | None, reason: str) -> None:
+        """An ``ns``/``instantiate`` we cannot read is not let through ungated: cancel it (enforce mode)."""
+        now = self._clock()
+        doc, created = await self.gates.claim({
+            "_id": nslcmop_id, "nsr_id": nsr_id, "status": "decided", "mode": self.settings.mode,
+            "decision": "reject", "reasons": [f"unreadable instantiate message: {reason}"], "created_at": now,
+            "actions": {"cancel": "todo"} if self.settings.mode != "audit" else {}, "achieved_loa": 0,
+        })  # fmt: skip
+        if not created and doc.get("status") == "done":
+            return
+        log.warning("gate %s: unreadable instantiate (%s): rejected", nslcmop_id, reason)
+        if not doc.get("published"):
+            await self.publisher.publish("trust", "gate", _gate_message(doc))
+            doc = await self._step(nslcmop_id, {"published": True})
+        if doc.get("actions", {}).get("cancel") == "todo" and not await self._run_action(
+            nslcmop_id, nsr_id, "cancel", None
+        ):
+            return
+        await self._step(nslcmop_id, {"status": "done", "done_at": self._clock()})
+
+    async def resume(self) -> int:
+        """Finish the gates a previous run left unfinished; returns how many."""
+        unfinished = await self.gates.unfinished()
+        for doc in unfinished:
+            if "message" not in doc:
+                if doc.get("decision") == "reject":  # an unreadable instantiate: only its cancel can be pending
+                    await self.reject_unreadable(doc["_id"], doc.get("nsr_id"), "; ".join(doc.get("reasons", [])))
+                continue  # a placement request whose instantiate has not arrived yet
+            log.info("gate %s: resuming from status %s", doc["_id"], doc.get("status"))
+            event = parse_osm_message("ns", "instantiate", json.loads(doc["message"]))
+            assert isinstance(event, NsOperation)
+            await self.on_instantiate(event)
+        return len(unfinished)
+
+    # -- the decision --------------------------------------------------------------------------------
+
+    async def on_instantiate(self, op: NsOperation) -> None:
+        now = self._clock()
+        doc, created = await self.gates.claim({
+            "_id": op.nslcmop_id, "nsr_id": op.nsr_id, "nsd_id": op.params.nsd_id, "status": "received",
+            "mode": self.settings.mode, "message": json.dumps(op.raw, default=str), "created_at": now,
+            "projects_read": op.projects_read,
+        })  # fmt: skip
+        if not created and doc.get("status") == "done":
+            log.info("gate %s: already decided (%s); message not acted on again", op.nslcmop_id, doc.get("decision"))
+            return
+        if doc.get("status") in (None, "received"):
+            doc = await self._decide(op)
+        if not doc.get("published"):
+            await self.publisher.publish("trust", "gate", _gate_message(doc))
+            doc = await self._step(op.nslcmop_id, {"published": True})
+        await self._act(op, doc)
+
+    async def _decide(self, op: NsOperation) -> dict[str, Any]:
+        members = [v.member_vnf_index for v in await self.records.vnfrs(op.nsr_id)]
+        try:
+            requirement = required_loa(op, await self.gates.nsd_policy_loa(op.params.nsd_id), members)
+        except RequirementError as e:
+            return await self._record_decision(op, "reject", None, 0, [f"invalid trust requirement: {e}"], None)
+        if not requirement.required:
+            return await self._record_decision(op, "not_required", requirement, 0, [], None)
+        vims = await self.records.vim_accounts_of(op.nsr_id, op)
+        candidates = sorted(set(op.params.valid_vim_accounts or []) | set(vims)) if self._placement(op) else vims
+        trust = await check_vims(
+            self.hosts, candidates, requirement.host,
+            max_age=self.settings.max_age, timeout=self.settings.timeout, now=self._clock(),
+        )  # fmt: skip
+        if self._placement(op):
+            chosen = _choose_vims(op, trust, candidates, members)
+            accepted = chosen is not None
+            reasons = (
+                [] if accepted else ["no trusted VIM account among the candidates", *trust.all_reasons(candidates)]
+            )
+            target = sorted(set(chosen.values())) if chosen else candidates
+            return await self._record_decision(op, "accept" if accepted else "reject", requirement,
+                                               trust.achieved(target), reasons, trust, placement=chosen)  # fmt: skip
+        ok = requirement.host == 0 or all(trust.trusted(v) for v in vims)
+        return await self._record_decision(
+            op, "accept" if ok else "reject", requirement, trust.achieved(vims) if vims else 0,
+            [] if ok else trust.all_reasons(vims) or ["the NS targets no VIM account"], trust,
+        )  # fmt: skip
+
+    def _placement(self, op: NsOperation) -> bool:
+        return self.settings.mode == "placement" and (op.params.placement_engine or "").upper() == "PLA"
+
+    async def _record_decision(
+        self,
+        op: NsOperation,
+        decision: str,
+        requirement: Requirement | None,
+        achieved: int,
+        reasons: list[str],
+        trust: VimTrust | None,
+        *,
+        placement: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        actions = _planned_actions(self.settings, decision, self._placement(op))
+        log.log(
+            logging.WARNING if decision == "reject" else logging.INFO,
+            "gate %s (NS %s): %s; required host LoA %s, achieved %s; actions %s; %s",
+            op.nslcmop_id, op.nsr_id, decision, requirement.host if requirement else "?", achieved,
+            ",".join(actions) or "none", "; ".join(reasons) or "no failures",
+        )  # fmt: skip
+        changes = {
+            "status": "decided",
+            "decision": decision,
+            "required_loa": requirement.ns if requirement else None,
+            "required_host_loa": requirement.host if requirement else None,
+            "required_vnf_loa": dict(requirement.vnf) if requirement else {},
+            "achieved_loa": achieved,
+            "reasons": reasons,
+            "hosts": [h.__dict__ for hs in (trust.hosts.values() if trust else []) for h in hs],
+            "actions": {a: "todo" for a in actions},
+            "placement": dict(placement) if placement else None,
+            "decided_at": self._clock(),
+        }
+        doc = await self.gates.update(op.nslcmop_id, changes)
+        assert doc is not None
+        return doc
+
+    # -- acting on it --------------------------------------------------------------------------------
+
+    async def _act(self, op: NsOperation, doc: dict[str, Any]) -> None:
+        actions: dict[str, str] = doc.get("actions", {})
+        if doc.get("osm_cancelled") and actions:
+            log.info("gate %s: OSM already cancelled the operation; no further action", op.nslcmop_id)
+        elif actions.get("placement") == "todo" and not doc.get("placement_requested"):
+            return  # answered when LCM asks (pla/get_placement); the gate stays open until then
+        else:
+            for action in (a for a in ("placement", "cancel", "terminate") if actions.get(a) == "todo"):
+                if action == "terminate" and not doc.get("lcm_state"):
+                    # LCM may deploy even after a cancel (one that reaches it before the instantiate task
+                    # starts is lost), and NBI refuses to terminate an NS LCM has not started: terminate
+                    # once LCM reports the operation finished (ns/instantiated), whatever its state.
+                    return
+                if not await self._run_action(op.nslcmop_id, op.nsr_id, action, doc.get("placement"), _project(op)):
+                    return  # later actions wait: terminate only after the cancel went through
+        await self._step(op.nslcmop_id, {"status": "done", "done_at": self._clock()})
+
+    async def _run_action(
+        self,
+        nslcmop_id: str,
+        nsr_id: str | None,
+        action: str,
+        placement: Mapping[str, str] | None,
+        project: str | None = None,
+    ) -> bool:
+        """Run one action and record its result; False when it must be tried again later."""
+        try:
+            if action == "placement":
+                await self.publisher.publish("pla", "placement", placement_answer(nslcmop_id, placement or {}))
+            elif action == "cancel":
+                # NBI only lets the admin act in the NS's project with ?ADMIN=<project> (as_project)
+                await self.nbi.cancel_operation(nslcmop_id, "FORCEFUL", as_project=project)
+            elif action == "terminate" and nsr_id:
+                await self.nbi.terminate_ns(nsr_id, as_project=project)
+            result = "done"
+        except OperationNotCancellable as e:
+            result = f"not needed: {e}"
+        except NbiUnreachable as e:
+            # left "todo": the gate stays unfinished and resume() tries again; nothing is lost
+            log.error("gate %s: %s postponed, NBI unreachable: %s", nslcmop_id, action, e)
+            return False
+        except (NbiError, ValueError) as e:
+            result = f"failed: {e}"
+            log.error("gate %s: %s failed: %s", nslcmop_id, action, e)
+        await self._step(nslcmop_id, {f"actions.{action}": result})
+        log.info("gate %s: %s %s", nslcmop_id, action, result)
+        return True
+
+    async def on_operation_result(self, result: NsOperationResult) -> None:
+        """LCM finished the operation: a rejected NS can be terminated now (NBI refuses it before)."""
+        doc = await self.gates.update(result.nslcmop_id, {"lcm_state": result.operation_state})
+        if doc is not None and doc.get("status") == "decided" and "message" in doc:
+            event = parse_osm_message("ns", "instantiate", json.loads(doc["message"]))
+            assert isinstance(event, NsOperation)
+            await self._act(event, doc)
+
+    async def on_placement_request(self, nslcmop_id: str) -> None:
+        doc = await self.gates.mark(nslcmop_id, {"placement_requested": True})
+        if doc.get("status") != "decided":
+            return  # the instantiate has not been decided yet: the answer follows the decision
+        event = parse_osm_message("ns", "instantiate", json.loads(doc["message"]))
+        assert isinstance(event, NsOperation)
+        await self._act(event, doc)
+
+    async def _step(self, gate_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        doc = await self.gates.update(gate_id, changes)
+        assert doc is not None
+        return doc
+
+
+def _project(op: NsOperation) -> str | None:
+    """The project the NS belongs to (NBI's _admin.projects_read[0]), to act in it as admin."""
+    return op.projects_read[0] if op.projects_read else None
+
+
+def _planned_actions(settings: GateSettings, decision: str, placement: bool) -> list[str]:
+    if settings.mode == "audit":
+        return []
+    if placement:
+        return ["placement"] if decision == "accept" else ["cancel"]
+    if decision != "reject":
+        return []
+    return ["cancel", "terminate"] if settings.terminate_on_reject else ["cancel"]
+
+
+def _choose_vims(op: NsOperation, trust: VimTrust, candidates: list[str], members: list[str]) -> dict[str, str] | None:
+    """A trusted VIM account for every VNF member: the one asked for when trusted, else the first trusted
+    candidate. Every member is listed: LCM keeps NBI's default VIM for a member the answer leaves out."""
+    trusted = [v for v in candidates if trust.trusted(v)]
+    if not trusted:
+        return None
+    asked = {v.member_vnf_index: v.vim_account_id for v in op.params.vnfs}
+    chosen = {}
+    for member in sorted(set(members) | set(asked)):
+        wanted = asked.get(member) or op.params.vim_account_id
+        chosen[member] = wanted if wanted in trusted else trusted[0]
+    return chosen
+
+
+def _gate_message(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "nslcmop_id": doc["_id"],
+        "nsr_id": doc.get("nsr_id"),
+        "decision": doc.get("decision"),
+        "mode": doc.get("mode"),
+        "required_loa": doc.get("required_loa"),
+        "required_host_loa": doc.get("required_host_loa"),
+        "achieved_loa": doc.get("achieved_loa"),
+        "reasons": list(doc.get("reasons") or []),
+    }
