@@ -199,20 +199,21 @@ class NsGate:
     # -- acting on it --------------------------------------------------------------------------------
 
     async def _act(self, op: NsOperation, doc: dict[str, Any]) -> None:
-        actions: dict[str, str] = doc.get("actions", {})
-        if doc.get("osm_cancelled") and actions:
-            log.info("gate %s: OSM already cancelled the operation; no further action", op.nslcmop_id)
-        elif actions.get("placement") == "todo" and not doc.get("placement_requested"):
+        actions: dict[str, str] = dict(doc.get("actions", {}))
+        if doc.get("osm_cancelled") and actions.get("cancel") == "todo":
+            # someone cancelled in OSM before the gate did: nothing to cancel, but a terminate still follows
+            actions["cancel"] = "not needed: already cancelled in OSM"
+            await self._step(op.nslcmop_id, {"actions.cancel": actions["cancel"]})
+        if actions.get("placement") == "todo" and not doc.get("placement_requested"):
             return  # answered when LCM asks (pla/get_placement); the gate stays open until then
-        else:
-            for action in (a for a in ("placement", "cancel", "terminate") if actions.get(a) == "todo"):
-                if action == "terminate" and not doc.get("lcm_state"):
-                    # LCM may deploy even after a cancel (one that reaches it before the instantiate task
-                    # starts is lost), and NBI refuses to terminate an NS LCM has not started: terminate
-                    # once LCM reports the operation finished (ns/instantiated), whatever its state.
-                    return
-                if not await self._run_action(op.nslcmop_id, op.nsr_id, action, doc.get("placement"), _project(op)):
-                    return  # later actions wait: terminate only after the cancel went through
+        for action in (a for a in ("placement", "cancel", "terminate") if actions.get(a) == "todo"):
+            if action == "terminate" and not doc.get("lcm_state"):
+                # LCM may deploy even after a cancel (one that reaches it before the instantiate task starts is
+                # lost), and NBI refuses to terminate an NS LCM has not started: terminate once LCM reports the
+                # operation finished (ns/instantiated), whatever its state.
+                return
+            if not await self._run_action(op.nslcmop_id, op.nsr_id, action, doc.get("placement"), _project(op)):
+                return  # later actions wait: terminate only after the cancel went through
         await self._step(op.nslcmop_id, {"status": "done", "done_at": self._clock()})
 
     async def _run_action(
@@ -235,11 +236,15 @@ class NsGate:
             result = "done"
         except OperationNotCancellable as e:
             result = f"not needed: {e}"
-        except NbiUnreachable as e:
-            # left "todo": the gate stays unfinished and resume() tries again; nothing is lost
-            log.error("gate %s: %s postponed, NBI unreachable: %s", nslcmop_id, action, e)
-            return False
-        except (NbiError, ValueError) as e:
+        except (NbiUnreachable, NbiError) as e:
+            if isinstance(e, NbiError) and e.status < 500:
+                result = f"failed: {e}"  # NBI refused: trying again would not change its answer
+                log.error("gate %s: %s failed: %s", nslcmop_id, action, e)
+            else:
+                # NBI down or failing: left "todo", the gate stays unfinished and resume() tries again
+                log.error("gate %s: %s postponed, NBI unavailable: %s", nslcmop_id, action, e)
+                return False
+        except ValueError as e:
             result = f"failed: {e}"
             log.error("gate %s: %s failed: %s", nslcmop_id, action, e)
         await self._step(nslcmop_id, {f"actions.{action}": result})

@@ -27,6 +27,7 @@ class HostVerdict:
     state: str
     report: str | None
     fresh: bool  # reused from a recent round rather than attested for this gate
+    reason: str | None = None  # the host's failures ("code: detail; ..."), why it is below the LoA
 
 
 @dataclass
@@ -70,7 +71,8 @@ async def check_vims(
             if h.loa < required:
                 trust.reasons.setdefault(vim, []).append(
                     f"host {h.id} (VIM {vim}) is at LoA {h.loa} ({h.state}), LoA {required} required"
-                    + (f": report {h.report}" if h.report else "")
+                    + (f": {h.reason}" if h.reason else "")
+                    + (f" [report {h.report}]" if h.report else "")
                 )
     return trust
 
@@ -84,7 +86,7 @@ def _fresh(host: HostRecord, now: datetime, max_age: float) -> bool:
 
 
 def _verdict(host: HostRecord, *, fresh: bool) -> HostVerdict:
-    return HostVerdict(host.id, host.vim_account_id, host.loa, host.state, host.last_report, fresh)
+    return HostVerdict(host.id, host.vim_account_id, host.loa, host.state, host.last_report, fresh, host.reason)
 
 
 async def _attest_now(attestor: HostAttestor, hosts: list[HostRecord], trust: VimTrust, timeout: float) -> None:
@@ -100,4 +102,6 @@ async def _attest_now(attestor: HostAttestor, hosts: list[HostRecord], trust: Vi
         else:
             why = "no verdict within the gate timeout" if task in pending else f"attestation failed: {task.exception()}"
             log.warning("gate: host %s: %s", host.id, why)
-            trust.hosts[host.vim_account_id].append(HostVerdict(host.id, host.vim_account_id, 0, why, None, False))
+            trust.hosts[host.vim_account_id].append(
+                HostVerdict(host.id, host.vim_account_id, 0, "unknown", None, False, why)
+            )
