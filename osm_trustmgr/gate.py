@@ -130,14 +130,15 @@ class NsGate:
         await self._act(op, doc)
 
     async def _decide(self, op: NsOperation) -> dict[str, Any]:
-        members = [v.member_vnf_index for v in await self.records.vnfrs(op.nsr_id)]
+        vnfrs = await self.records.vnfrs(op.nsr_id)
+        members = [v.member_vnf_index for v in vnfrs]
         try:
             requirement = required_loa(op, await self.gates.nsd_policy_loa(op.params.nsd_id), members)
         except RequirementError as e:
             return await self._record_decision(op, "reject", None, 0, [f"invalid trust requirement: {e}"], None)
         if not requirement.required:
             return await self._record_decision(op, "not_required", requirement, 0, [], None)
-        vims = await self.records.vim_accounts_of(op.nsr_id, op)
+        vims = await self.records.vim_accounts_of(op.nsr_id, op, vnfrs)
         candidates = sorted(set(op.params.valid_vim_accounts or []) | set(vims)) if self._placement(op) else vims
         trust = await check_vims(
             self.hosts, candidates, requirement.host,

@@ -18,6 +18,7 @@ checked against OSM v19 (github.com/seltonlucas/osm-capk @35936ae0):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from pydantic import AliasPath, BaseModel, ConfigDict, Field, ValidationError
@@ -187,7 +188,9 @@ class OsmRecords:
         policies are bound to); ``nsd-ref`` is the descriptor's own ``id`` and not unique across projects."""
         return nsr.nsd_id
 
-    async def vim_accounts_of(self, nsr_id: str, op: NsOperation) -> list[str]:
+    async def vim_accounts_of(
+        self, nsr_id: str, op: NsOperation, vnfrs: Sequence[VnfRecord] | None = None
+    ) -> list[str]:
         """Every VIM account the operation targets, sorted: ``operationParams.vimAccountId``, each
         ``vnf[].vimAccountId`` and each ``vnfrs.vim-account-id`` (NBI set those before publishing).
 
@@ -197,7 +200,8 @@ class OsmRecords:
         if op.nsr_id != nsr_id:
             raise ValueError(f"operation {op.nslcmop_id} belongs to NS {op.nsr_id}, not {nsr_id}")
         vims = {op.params.vim_account_id} | {v.vim_account_id for v in op.params.vnfs}
-        vims |= {v.vim_account_id for v in await self.vnfrs(nsr_id)}
+        # callers that already read the vnfrs pass them: OSM's collections have no index on nsr-id-ref
+        vims |= {v.vim_account_id for v in (vnfrs if vnfrs is not None else await self.vnfrs(nsr_id))}
         return sorted(v for v in vims if v)
 
     @staticmethod
