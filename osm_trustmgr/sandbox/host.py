@@ -16,6 +16,7 @@ from typing import Any
 from osm_trustmgr.agent.tpm import Ak, TpmDevice
 from osm_trustmgr.evidence.document import evidence_to_document
 from osm_trustmgr.policy.evaluate import Evidence
+from osm_trustmgr.sandbox.golden import CMDLINE, CMDLINE_PATTERN, GOLDEN_FILES
 from osm_trustmgr.sandbox.swtpm import Swtpm
 from osm_trustmgr.tpm.algorithms import SHA256, hash_by_name
 from osm_trustmgr.tpm.eventlog import parse_eventlog
@@ -26,14 +27,6 @@ from osm_trustmgr.tpm.ima_replay import pcr10_digests
 from osm_trustmgr.tpm.ima_templates import ImaEntry
 
 IMA_PCR = 10
-GOLDEN_FILES: Mapping[str, bytes] = {
-    "/usr/lib/systemd/systemd": b"systemd 255",
-    "/usr/bin/bash": b"GNU bash 5.2",
-    "/usr/sbin/sshd": b"OpenSSH 9.6",
-    "/usr/bin/osm-trust-agent": b"osm-trust-agent 0.1",
-    "/usr/lib/x86_64-linux-gnu/libc.so.6": b"glibc 2.39",
-}
-CMDLINE = "(hd0,gpt2)/vmlinuz-6.8.0-osm root=/dev/vda2 ro quiet ima_policy=tcb"
 
 
 @dataclass
@@ -145,7 +138,7 @@ class SimulatedHost:
             },
             "os": {
                 "boot_components": sorted({a.digests["sha256"] for a in apps}),
-                "kernel_cmdline": [r"\(hd0,gpt2\)/vmlinuz-[0-9.]+-osm root=/dev/vda2 ro quiet ima_policy=tcb"],
+                "kernel_cmdline": [CMDLINE_PATTERN],
             },
             "runtime": {"ima": {"allow": allow, "exclude": ["/tmp/"]}, "max_age": 300},
         }

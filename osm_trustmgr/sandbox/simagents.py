@@ -30,6 +30,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 
 from osm_trustmgr.policy.evaluate import IdentityMethod
+from osm_trustmgr.sandbox.golden import CMDLINE, CMDLINE_PATTERN, GOLDEN_FILES
 from osm_trustmgr.sandbox.softtpm import SoftTpm
 from osm_trustmgr.store.records import IdentityRecord
 from osm_trustmgr.tpm.algorithms import SHA256, hash_by_name
@@ -46,17 +47,6 @@ from osm_trustmgr.tpm.public import ak_qualified_name, parse_public
 HOST = "127.0.0.1"
 IMA_PCR = 10
 MIN_NONCE, MAX_NONCE = 8, 64  # the real agent's bounds (agent/server.py)
-# Same shape as the swtpm sandbox host's image (sandbox/host.py), kept here so that this module needs no
-# tpm2-tss: a load generator should run wherever the Trust Manager does.
-CMDLINE = "(hd0,gpt2)/vmlinuz-6.8.0-osm root=/dev/vda2 ro quiet ima_policy=tcb"
-CMDLINE_PATTERN = r"\(hd0,gpt2\)/vmlinuz-[0-9.]+-osm root=/dev/vda2 ro quiet ima_policy=tcb"
-GOLDEN_FILES: Mapping[str, bytes] = {
-    "/usr/lib/systemd/systemd": b"systemd 255",
-    "/usr/bin/bash": b"GNU bash 5.2",
-    "/usr/sbin/sshd": b"OpenSSH 9.6",
-    "/usr/bin/osm-trust-agent": b"osm-trust-agent 0.1",
-    "/usr/lib/x86_64-linux-gnu/libc.so.6": b"glibc 2.39",
-}
 
 
 def golden_files(count: int) -> dict[str, bytes]:
