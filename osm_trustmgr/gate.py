@@ -15,9 +15,11 @@ made, and a restarted Trust Manager resumes exactly the steps not yet done.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -65,8 +67,32 @@ class NsGate:
     ) -> None:
         self.gates, self.records, self.nbi, self.hosts = gates, records, nbi, hosts
         self.publisher, self.settings, self._clock = publisher, settings, clock
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # gate id -> (lock, users)
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, gate_id: str) -> AsyncIterator[None]:
+        """One handler per gate at a time: the consumer and ``resume()`` (run concurrently by the service) may
+        meet on an unfinished gate, and both would publish its decision and run its actions."""
+        lock, users = self._locks.get(gate_id, (asyncio.Lock(), 0))
+        self._locks[gate_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[gate_id]
+            if users == 1:
+                del self._locks[gate_id]
+            else:
+                self._locks[gate_id] = (lock, users - 1)
 
     async def handle(self, event: OsmEvent) -> None:
+        gate_id = getattr(event, "nslcmop_id", None)
+        if gate_id is None:
+            return
+        async with self._exclusive(gate_id):
+            await self._handle(event)
+
+    async def _handle(self, event: OsmEvent) -> None:
         if isinstance(event, NsOperation) and event.operation == "instantiate":
             await self.on_instantiate(event)
         elif isinstance(event, PlacementRequest):
@@ -78,6 +104,10 @@ class NsGate:
 
     async def reject_unreadable(self, nslcmop_id: str, nsr_id: str | None, reason: str) -> None:
         """An ``ns``/``instantiate`` we cannot read is not let through ungated: cancel it (enforce mode)."""
+        async with self._exclusive(nslcmop_id):
+            await self._reject_unreadable(nslcmop_id, nsr_id, reason)
+
+    async def _reject_unreadable(self, nslcmop_id: str, nsr_id: str | None, reason: str) -> None:
         now = self._clock()
         doc, created = await self.gates.claim({
             "_id": nslcmop_id, "nsr_id": nsr_id, "status": "decided", "mode": self.settings.mode,
@@ -107,7 +137,8 @@ class NsGate:
             log.info("gate %s: resuming from status %s", doc["_id"], doc.get("status"))
             event = parse_osm_message("ns", "instantiate", json.loads(doc["message"]))
             assert isinstance(event, NsOperation)
-            await self.on_instantiate(event)
+            async with self._exclusive(event.nslcmop_id):
+                await self.on_instantiate(event)
         return len(unfinished)
 
     # -- the decision --------------------------------------------------------------------------------
@@ -123,21 +154,25 @@ class NsGate:
             log.info("gate %s: already decided (%s); message not acted on again", op.nslcmop_id, doc.get("decision"))
             return
         if doc.get("status") in (None, "received"):
-            doc = await self._decide(op)
+            doc = await self._decide(op, doc)
         if not doc.get("published"):
             await self.publisher.publish("trust", "gate", _gate_message(doc))
+            if "todo" not in doc.get("actions", {}).values():  # nothing to do: published and done at once
+                await self.gates.set(op.nslcmop_id, {"published": True, "status": "done", "done_at": self._clock()})
+                return
             doc = await self._step(op.nslcmop_id, {"published": True})
         await self._act(op, doc)
 
-    async def _decide(self, op: NsOperation) -> dict[str, Any]:
-        vnfrs = await self.records.vnfrs(op.nsr_id)
+    async def _decide(self, op: NsOperation, claimed: dict[str, Any]) -> dict[str, Any]:
+        vnfrs = await self.records.constituent_vnfrs(op.nsr_id)
         members = [v.member_vnf_index for v in vnfrs]
         try:
             requirement = required_loa(op, await self.gates.nsd_policy_loa(op.params.nsd_id), members)
         except RequirementError as e:
-            return await self._record_decision(op, "reject", None, 0, [f"invalid trust requirement: {e}"], None)
+            reasons = [f"invalid trust requirement: {e}"]
+            return await self._record_decision(claimed, op, "reject", None, 0, reasons, None)
         if not requirement.required:
-            return await self._record_decision(op, "not_required", requirement, 0, [], None)
+            return await self._record_decision(claimed, op, "not_required", requirement, 0, [], None)
         vims = await self.records.vim_accounts_of(op.nsr_id, op, vnfrs)
         candidates = sorted(set(op.params.valid_vim_accounts or []) | set(vims)) if self._placement(op) else vims
         trust = await check_vims(
@@ -151,11 +186,11 @@ class NsGate:
                 [] if accepted else ["no trusted VIM account among the candidates", *trust.all_reasons(candidates)]
             )
             target = sorted(set(chosen.values())) if chosen else candidates
-            return await self._record_decision(op, "accept" if accepted else "reject", requirement,
+            return await self._record_decision(claimed, op, "accept" if accepted else "reject", requirement,
                                                trust.achieved(target), reasons, trust, placement=chosen)  # fmt: skip
         ok = requirement.host == 0 or all(trust.trusted(v) for v in vims)
         return await self._record_decision(
-            op, "accept" if ok else "reject", requirement, trust.achieved(vims) if vims else 0,
+            claimed, op, "accept" if ok else "reject", requirement, trust.achieved(vims) if vims else 0,
             [] if ok else trust.all_reasons(vims) or ["the NS targets no VIM account"], trust,
         )  # fmt: skip
 
@@ -164,6 +199,7 @@ class NsGate:
 
     async def _record_decision(
         self,
+        claimed: dict[str, Any],
         op: NsOperation,
         decision: str,
         requirement: Requirement | None,
@@ -193,9 +229,11 @@ class NsGate:
             "placement": dict(placement) if placement else None,
             "decided_at": self._clock(),
         }
-        doc = await self.gates.update(op.nslcmop_id, changes)
-        assert doc is not None
-        return doc
+        # one write, no read back: the decision is what was claimed plus these changes (``_act`` re-reads the
+        # document before any action, e.g. for an OSM cancel that came meanwhile)
+        if not await self.gates.set(op.nslcmop_id, changes):
+            raise RuntimeError(f"gate {op.nslcmop_id} vanished while it was being decided")
+        return {**claimed, **changes}
 
     # -- acting on it --------------------------------------------------------------------------------
 
@@ -215,7 +253,7 @@ class NsGate:
                 return
             if not await self._run_action(op.nslcmop_id, op.nsr_id, action, doc.get("placement"), _project(op)):
                 return  # later actions wait: terminate only after the cancel went through
-        await self._step(op.nslcmop_id, {"status": "done", "done_at": self._clock()})
+        await self.gates.set(op.nslcmop_id, {"status": "done", "done_at": self._clock()})
 
     async def _run_action(
         self,

@@ -174,6 +174,18 @@ class OsmRecords:
         cursor = self._db[VNFRS].find({"nsr-id-ref": _key(nsr_id)}).sort([("member-vnf-index-ref", 1), ("_id", 1)])
         return [_model(VnfRecord, VNFRS, doc) async for doc in cursor]
 
+    async def constituent_vnfrs(self, nsr_id: str) -> list[VnfRecord]:
+        """The VNF records ``nsrs.constituent-vnfr-ref`` lists, by member-vnf-index: what an NS is created with
+        (NBI writes the list with the records, ``NsrTopic.new``). Read by ``_id``, the only index OSM's ``vnfrs``
+        has, where ``vnfrs()`` scans the whole collection; ``vnfrs()`` when the NS record has no such list."""
+        nsr = await self._db[NSRS].find_one({"_id": _key(nsr_id)}, {"constituent-vnfr-ref": 1})
+        refs = (nsr or {}).get("constituent-vnfr-ref")
+        if not (isinstance(refs, list) and refs and all(isinstance(r, str) and r for r in refs)):
+            return await self.vnfrs(nsr_id)
+        query = {"_id": {"$in": refs}, "nsr-id-ref": nsr_id}
+        cursor = self._db[VNFRS].find(query).sort([("member-vnf-index-ref", 1), ("_id", 1)])
+        return [_model(VnfRecord, VNFRS, doc) async for doc in cursor]
+
     async def nslcmop(self, nslcmop_id: str) -> NsLcmOpRecord | None:
         doc = await self._db[NSLCMOPS].find_one({"_id": _key(nslcmop_id)})
         return _model(NsLcmOpRecord, NSLCMOPS, doc) if doc else None

@@ -52,6 +52,11 @@ class GateStore:
             {"_id": gate_id}, {"$set": dict(changes)}, return_document=ReturnDocument.AFTER
         )
 
+    async def set(self, gate_id: str, changes: Mapping[str, Any]) -> bool:
+        """``update`` without reading the document back (one indexed write); True when the gate exists."""
+        done = await self.db[GATES].update_one({"_id": gate_id}, {"$set": dict(changes)})
+        return done.matched_count == 1
+
     async def get(self, gate_id: str) -> dict[str, Any] | None:
         return await self.db[GATES].find_one({"_id": gate_id})
 

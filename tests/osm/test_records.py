@@ -240,6 +240,16 @@ async def test_vim_accounts_of_checks_the_ns(db: AsyncDatabase[dict[str, Any]]) 
         await OsmRecords(db).vim_accounts_of(OTHER_NSR, _instantiate(trusted_request()))
 
 
+async def test_constituent_vnfrs(db: AsyncDatabase[dict[str, Any]]) -> None:
+    records = OsmRecords(db)
+    listed = await records.constituent_vnfrs(NSR_ID)
+    assert [v.id for v in listed] == [v.id for v in await records.vnfrs(NSR_ID)] == [VNFR_1, VNFR_2]
+    await db[VNFRS].insert_one(_vnfr("not-listed", "3", VIM))  # not in constituent-vnfr-ref: not the NS's
+    assert [v.id for v in await records.constituent_vnfrs(NSR_ID)] == [VNFR_1, VNFR_2]
+    await db[NSRS].update_one({"_id": NSR_ID}, {"$unset": {"constituent-vnfr-ref": ""}})
+    assert len(await records.constituent_vnfrs(NSR_ID)) == 3  # no list: every vnfr naming the NS
+
+
 async def test_malformed_record(db: AsyncDatabase[dict[str, Any]]) -> None:
     await db[VNFRS].insert_one({**_vnfr("bad-vnfr", "3", VIM), "vdur": "not a list"})
     with pytest.raises(OsmRecordError, match="vnfrs 'bad-vnfr': vdur"):
@@ -278,6 +288,7 @@ async def _everything(records: OsmRecords) -> None:
     OsmRecords.nsd_id_of(nsr)
     OsmRecords.deployed_vca(nsr)
     await records.vnfrs(NSR_ID)
+    await records.constituent_vnfrs(NSR_ID)
     op = await records.nslcmop(NSLCMOP_ID)
     assert op is not None
     op.additional_params_vnf()
@@ -300,5 +311,14 @@ async def test_reads_never_write(db: AsyncDatabase[dict[str, Any]]) -> None:
 def test_no_write_methods() -> None:
     writes = ("insert", "update", "replace", "delete", "remove", "drop", "save", "write", "set", "create", "bulk")
     public = [name for name in dir(OsmRecords) if not name.startswith("_")]
-    assert public == ["deployed_vca", "nsd_id_of", "nslcmop", "nsr", "vim_account", "vim_accounts_of", "vnfrs"]
+    assert public == [
+        "constituent_vnfrs",
+        "deployed_vca",
+        "nsd_id_of",
+        "nslcmop",
+        "nsr",
+        "vim_account",
+        "vim_accounts_of",
+        "vnfrs",
+    ]
     assert not [name for name in public if name.startswith(writes)]
