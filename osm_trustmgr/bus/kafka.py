@@ -59,6 +59,7 @@ class KafkaBus:
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 3_000,
         max_poll_interval_ms: int = 300_000,
+        fetch_max_wait_ms: int = 500,
         request_timeout_ms: int = 30_000,
         publish_timeout: float = 60.0,
         reconnect_backoff: float = 0.5,
@@ -74,6 +75,9 @@ class KafkaBus:
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.max_poll_interval_ms = max_poll_interval_ms
+        # Apache Kafka answers a waiting fetch as soon as data arrives; Tansu (tests, sandbox) only on a timer of
+        # about half this value, so there a low value (10 ms) keeps each hop short.
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.request_timeout_ms = request_timeout_ms
         self.publish_timeout = publish_timeout
         self.reconnect_backoff = reconnect_backoff
@@ -183,6 +187,7 @@ class KafkaBus:
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.heartbeat_interval_ms,
             max_poll_interval_ms=self.max_poll_interval_ms,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
             request_timeout_ms=self.request_timeout_ms,
             retry_backoff_ms=int(self.reconnect_backoff * 1000),
         )

@@ -31,7 +31,7 @@ from osm_trustmgr.store.mongo import TrustStore
 from osm_trustmgr.store.records import HostSpec
 from tests.hosts.conftest import FleetHost, MakeHost, Tls, make_host, tls  # noqa: F401  (fixtures)
 
-FAST = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500, "publish_timeout": 20.0}
+FAST = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500, "publish_timeout": 20.0, "fetch_max_wait_ms": 10}
 
 
 @dataclass
