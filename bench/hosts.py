@@ -47,7 +47,6 @@ from osm_trustmgr.sandbox.servers import HOST, SecantusServer, free_port
 from osm_trustmgr.sandbox.simagents import SimulatedFleet, pinned_ak_record
 from osm_trustmgr.store.mongo import REPORTS, TrustStore
 from osm_trustmgr.store.records import AgentEndpoint, HostSpec
-from osm_trustmgr.tpm.pcr import PcrSelection, parse_selection_spec
 from osm_trustmgr.tpm.public import parse_public
 
 BENCH = "hosts"
@@ -204,7 +203,7 @@ class Round:
 async def prefetch(store: TrustStore, policy: TrustPolicy, base: str, hosts: int) -> list[Round]:
     """One steady-state round per host (IMA from the verified offset), fetched like the attestor does."""
     rounds = []
-    selection_spec = {b: policy.quoted_pcrs() for b in policy.pcr_banks}
+    selection = policy.selection()  # what the attestor asks for
     for i in range(hosts):
         host = await store.get_host(SimulatedFleet.host_id(i))
         identity = await store.get_identity(entity_of(SimulatedFleet.host_id(i)))
@@ -212,16 +211,10 @@ async def prefetch(store: TrustStore, policy: TrustPolicy, base: str, hosts: int
         nonce = os.urandom(20)
         async with HostAgentClient(AgentEndpoint(url=f"{base}/hosts/{i}")) as agent:
             offset = host.verifier_state.ima_offset if host.verifier_state else 0
-            doc = await agent.quote(nonce, selection_spec, offset)
+            doc = await agent.quote(nonce, selection, offset)
         claim = IdentityClaim(parse_public(identity.ak_public), identity.method, identity.ak_qualified_name)
-        rounds.append(Round(doc, claim, Request(nonce, _selection(policy)), host.verifier_state))
+        rounds.append(Round(doc, claim, Request(nonce, selection), host.verifier_state))
     return rounds
-
-
-def _selection(policy: TrustPolicy) -> tuple[PcrSelection, ...]:
-    """What the attestor asks for (hosts._selection): the policy's quoted PCRs in each of its banks."""
-    pcrs = ",".join(map(str, policy.quoted_pcrs()))
-    return parse_selection_spec("+".join(f"{b}:{pcrs}" for b in policy.pcr_banks))
 
 
 def bare_cpu_per_verification(rounds: list[Round], policy: TrustPolicy, min_seconds: float = 1.0) -> float:

@@ -34,7 +34,7 @@ from osm_trustmgr.store.mongo import TrustStore
 from osm_trustmgr.store.records import AgentEndpoint, HostRecord, HostSpec, IdentityRecord
 from osm_trustmgr.tpm.errors import EvidenceError
 from osm_trustmgr.tpm.identity import Identity, check_same_identity
-from osm_trustmgr.tpm.pcr import PcrSelection, parse_selection_spec
+from osm_trustmgr.tpm.pcr import PcrSelection, select
 from osm_trustmgr.tpm.public import parse_public
 
 log = logging.getLogger(__name__)
@@ -186,12 +186,11 @@ class HostAttestor:
         entity = entity_of(host.id)
         now = self._clock()
         await self.store.issue_nonce(nonce, entity, now, self.settings.nonce_ttl)
-        wanted = {s.bank.name: list(s.pcrs) for s in selection}
         try:
             try:
-                doc = await agent.quote(nonce, wanted, offset)
+                doc = await agent.quote(nonce, selection, offset)
             except ImaOffsetBeyondLog:  # the log restarted (reboot): read it from its start
-                doc = await agent.quote(nonce, wanted, 0)
+                doc = await agent.quote(nonce, selection, 0)
             evidence = parse_evidence_document(doc).evidence
         except (AgentError, EvidenceError) as e:
             await self.store.consume_nonce(nonce, entity, self._clock())
@@ -324,10 +323,8 @@ def _failed(
 
 
 def _selection(policy: TrustPolicy | None, banks: Sequence[str]) -> tuple[PcrSelection, ...]:
-    if policy is None:
-        return parse_selection_spec("+".join(f"{b}:0-10" for b in banks))
-    pcrs = ",".join(map(str, policy.quoted_pcrs()))
-    return parse_selection_spec("+".join(f"{b}:{pcrs}" for b in policy.pcr_banks))
+    # without a policy only identity and quote are judged; PCRs 0-10 still give the report its claims
+    return policy.selection() if policy is not None else select(banks, range(11))
 
 
 async def _activation(agent: HostAgentClient, blob: bytes, secret: bytes) -> bytes:

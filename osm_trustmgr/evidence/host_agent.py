@@ -16,6 +16,7 @@ import httpx
 
 from osm_trustmgr.enrollment import PresentedIdentity
 from osm_trustmgr.store.records import AgentEndpoint
+from osm_trustmgr.tpm.pcr import PcrSelection, format_selection_spec
 
 
 class AgentUnreachable(Exception):
@@ -109,9 +110,9 @@ class HostAgentClient:
         )
         return _b64(body.get("secret"), "secret")
 
-    async def quote(self, nonce: bytes, pcrs: Mapping[str, Sequence[int]], ima_offset: int) -> dict[str, Any]:
+    async def quote(self, nonce: bytes, selection: Sequence[PcrSelection], ima_offset: int) -> dict[str, Any]:
         """The evidence document (DESIGN.md §7), to be parsed by evidence.document."""
-        spec = "+".join(f"{bank}:{','.join(map(str, indexes))}" for bank, indexes in pcrs.items())
+        spec = format_selection_spec(selection)
         return await self._call(
             "GET", "/v1/quote", params={"nonce": nonce.hex(), "pcrs": spec, "ima_offset": ima_offset}
         )

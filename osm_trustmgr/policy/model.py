@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from osm_trustmgr.policy.ima_policy import ImaPolicy
 from osm_trustmgr.tpm.algorithms import hash_by_name
+from osm_trustmgr.tpm.pcr import PcrSelection, select
 
 # SHA-1, SHA-256, SHA-384 or SHA-512, lowercase hex
 HexDigest = Annotated[str, Field(pattern=r"^(?:[0-9a-f]{40}|[0-9a-f]{64}|[0-9a-f]{96}|[0-9a-f]{128})$")]
@@ -125,6 +126,10 @@ class TrustPolicy(_Strict):
             if hash_by_name(bank) is None:
                 raise ValueError(f"unknown PCR bank {bank!r}")
         return v
+
+    def selection(self) -> tuple[PcrSelection, ...]:
+        """The quote to ask for: :meth:`quoted_pcrs` in each of the policy's banks."""
+        return select(self.pcr_banks, self.quoted_pcrs())
 
     def quoted_pcrs(self) -> list[int]:
         """PCRs a quote must cover so every configured level can be checked."""

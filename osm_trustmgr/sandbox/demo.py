@@ -28,7 +28,7 @@ from osm_trustmgr.policy.result import AttestationResult, VerifierState
 from osm_trustmgr.policy.signing import load_signer_keys, sign_policy
 from osm_trustmgr.sandbox.host import SimulatedHost
 from osm_trustmgr.sandbox.swtpm import LocalCa, Swtpm
-from osm_trustmgr.tpm.pcr import parse_selection_spec
+from osm_trustmgr.tpm.pcr import selection_map
 
 
 @dataclass
@@ -58,12 +58,9 @@ class Sandbox:
     def attest(self, entity: str = "sandbox-host-1") -> AttestationResult:
         """One round: fresh nonce → quote + logs (IMA from the last verified offset) → verdict."""
         nonce = os.urandom(20)
-        selection = parse_selection_spec(
-            "+".join(f"{b}:{','.join(map(str, self.policy.quoted_pcrs()))}" for b in self.policy.pcr_banks)
-        )
+        selection = self.policy.selection()
         offset = self.state.ima_offset if self.state else 0
-        wanted = {s.bank.name: list(s.pcrs) for s in selection}
-        evidence = self.host.evidence(self.ak, nonce, wanted, ima_offset=offset)
+        evidence = self.host.evidence(self.ak, nonce, selection_map(selection), ima_offset=offset)
         result = evaluate(
             evidence,
             self.enrollment.claim(),

@@ -7,7 +7,6 @@ verifier's TPM handling use swtpm.
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,10 +93,6 @@ class SoftTpm:
 
     def read(self, selection: Sequence[PcrSelection]) -> PcrBanks:
         return {s.bank.name: {i: self.pcrs[s.bank.name][i] for i in s.pcrs} for s in selection}
-
-
-def random_nonce() -> bytes:
-    return os.urandom(20)
 
 
 def _bank(name: str) -> HashAlg:

@@ -162,9 +162,6 @@ class TrustStore:
         cursor = self.db[REPORTS].find({"entity": entity}).sort("time", DESCENDING).limit(limit)
         return [doc async for doc in cursor]
 
-    async def get_report(self, report_id: str) -> dict[str, Any] | None:
-        return await self.db[REPORTS].find_one({"_id": report_id})
-
     # -- policies ---------------------------------------------------------------------------------------
 
     async def put_policy(self, policy_id: str, document: Mapping[str, Any], now: datetime) -> None:

@@ -86,7 +86,19 @@ def parse_selection_spec(spec: str) -> tuple[PcrSelection, ...]:
 
 
 def format_selection_spec(selections: Iterable[PcrSelection]) -> str:
+    """The tpm2-tools syntax of ``selections`` (inverse of :func:`parse_selection_spec`)."""
     return "+".join(f"{s.bank.name}:{','.join(map(str, s.pcrs))}" for s in selections)
+
+
+def select(banks: Iterable[str], pcrs: Iterable[int]) -> tuple[PcrSelection, ...]:
+    """The same PCRs in each of ``banks``."""
+    indexes = tuple(sorted(set(pcrs)))
+    return parse_selection_spec("+".join(f"{b}:{','.join(map(str, indexes))}" for b in banks))
+
+
+def selection_map(selections: Iterable[PcrSelection]) -> dict[str, list[int]]:
+    """``{bank name: [pcr, ...]}``, the form the agent's TPM layer takes."""
+    return {s.bank.name: list(s.pcrs) for s in selections}
 
 
 def extend(bank: HashAlg, value: bytes, digest: bytes) -> bytes:
