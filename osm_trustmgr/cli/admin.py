@@ -115,6 +115,34 @@ def host_add(
     emit(record.model_dump(mode="json", exclude={"pinned_ek"}))
 
 
+@host_group.command("update")
+@CONFIG_OPTION
+@click.argument("host_id")
+@click.option("--vim-account", help="new OSM VIM account id")
+@click.option("--agent-url", help="new agent URL")
+@click.option("--policy", "policy_id", help="new trust policy id")
+def host_update(
+    config_path: Path | None, host_id: str, vim_account: str | None, agent_url: str | None, policy_id: str | None
+) -> None:
+    """Change HOST_ID's VIM account, agent URL or policy (its TPM identity stays enrolled)."""
+    from osm_trustmgr.store.records import HostSpec
+
+    async def update(s: Any) -> Any:
+        host = _found(await s.store.get_host(host_id), f"host {host_id!r} is not registered")
+        spec = host.model_dump(include=set(HostSpec.model_fields))
+        if vim_account:
+            spec["vim_account_id"] = vim_account
+        if agent_url:
+            spec["agent"]["url"] = agent_url
+        if policy_id:
+            spec["policy_id"] = policy_id
+        checked = HostSpec.model_validate(spec)  # the same rules as at registration
+        return await s.store.update_host_spec(host_id, checked.model_dump(exclude={"id"}))
+
+    record = _run(config_path, update)
+    emit(record.model_dump(mode="json", exclude={"pinned_ek"}))
+
+
 @host_group.command("list")
 @CONFIG_OPTION
 @click.option("--vim-account", help="only the hosts of this VIM account")
@@ -175,6 +203,30 @@ def host_reports(config_path: Path | None, host_id: str, limit: int, fmt: str) -
 
     reports = _run(config_path, lambda s: s.store.reports_for(entity_of(host_id), limit))
     emit([{k: v for k, v in r.items() if k != "claims"} for r in reports], fmt)
+
+
+@click.group("nsd-policy")
+def nsd_policy_group() -> None:
+    """LoA bound to an NSD: every NS of it needs at least that LoA (the stricter of this and its params)."""
+
+
+@nsd_policy_group.command("set")
+@CONFIG_OPTION
+@click.argument("nsd_id")
+@click.argument("loa", type=click.IntRange(0, 5))
+def nsd_policy_set(config_path: Path | None, nsd_id: str, loa: int) -> None:
+    from osm_trustmgr.hosts import utcnow
+
+    _run(config_path, lambda s: s.gate.gates.set_nsd_policy(nsd_id, loa, utcnow()))
+    click.echo(f"NSD {nsd_id}: LoA {loa} required")
+
+
+@nsd_policy_group.command("show")
+@CONFIG_OPTION
+@click.argument("nsd_id")
+def nsd_policy_show(config_path: Path | None, nsd_id: str) -> None:
+    loa = _found(_run(config_path, lambda s: s.gate.gates.nsd_policy_loa(nsd_id)), f"no policy for NSD {nsd_id!r}")
+    click.echo(str(loa))
 
 
 @click.group("policy")

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from osm_trustmgr import __version__
-from osm_trustmgr.cli.admin import host_group, policy_group, serve_cmd
+from osm_trustmgr.cli.admin import host_group, nsd_policy_group, policy_group, serve_cmd
 from osm_trustmgr.cli.evidence import evidence
 from osm_trustmgr.cli.output import OUTPUT_OPTION, emit
 
@@ -26,6 +26,7 @@ main.add_command(evidence)
 main.add_command(serve_cmd)
 main.add_command(host_group)
 main.add_command(policy_group)
+main.add_command(nsd_policy_group)
 
 
 @main.group("config")

@@ -70,6 +70,21 @@ async def test_ns_without_loa_is_not_required(osm: OsmWorld) -> None:
     assert (await osm.sim.wait_operation(ns.nslcmop_id))["operationState"] == "COMPLETED"
 
 
+async def test_nsd_policy_is_enforced_when_stricter(osm: OsmWorld) -> None:
+    """An NSD-bound LoA applies to an NS whose parameters ask for less (the stricter wins)."""
+    from osm_trustmgr.hosts import utcnow
+
+    vim = await osm.sim.add_vim_account("vim-a")
+    await osm.host(vim, tampered=True)  # a host at LoA 3
+    tm = await osm.trustmgr("enforce")
+    nsd_id = await osm.sim.onboard([VnfSpec("1")])
+    await tm.gate.gates.set_nsd_policy(nsd_id, 4, utcnow())
+    ns = await osm.sim.create_ns("ns-nsd-policy", vim, nsd_id=nsd_id, additional_params_for_ns={"trust_loa": 2})
+    gate = await osm.gate_doc(ns.nslcmop_id)
+    assert (gate["decision"], gate["required_host_loa"], gate["achieved_loa"]) == ("reject", 4, 3)
+    assert len(osm.nbi_calls("cancel", ns.nslcmop_id)) == 1
+
+
 async def test_invalid_loa_rejects_with_reason(osm: OsmWorld) -> None:
     vim = await osm.sim.add_vim_account("vim-a")
     await osm.trustmgr("enforce")

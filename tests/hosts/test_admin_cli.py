@@ -69,6 +69,19 @@ def test_operator_workflow(
     missing = _cli(config, "host", "show", "nope")
     assert missing.returncode == 1 and "not registered" in missing.stderr
 
+    updated = _cli(config, "host", "update", host.id, "--vim-account", "vim-b", "--policy", "other-policy")
+    assert updated.returncode == 0, updated.stderr
+    shown = json.loads(_cli(config, "host", "show", host.id).stdout)
+    assert (shown["vim_account_id"], shown["policy_id"], shown["agent"]["url"]) == ("vim-b", "other-policy", ep.url)
+    bad = _cli(config, "host", "update", host.id, "--agent-url", "ftp://nowhere")
+    assert bad.returncode == 1 and "url" in bad.stderr
+    assert json.loads(_cli(config, "host", "show", host.id).stdout)["agent"]["url"] == ep.url  # unchanged
+
+    assert _cli(config, "nsd-policy", "set", "nsd-1", "4").returncode == 0
+    assert _cli(config, "nsd-policy", "show", "nsd-1").stdout.strip() == "4"
+    assert _cli(config, "nsd-policy", "set", "nsd-1", "6").returncode == 2  # LoA range checked
+    assert _cli(config, "nsd-policy", "show", "nsd-2").returncode == 1
+
 
 def test_serve_runs_the_monitor_and_stops_on_sigterm(
     tmp_path: Path, mongo_uri: str, mongo_db: str, kafka_broker: TansuBroker, swtpm_ca: LocalCa,
