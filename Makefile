@@ -15,8 +15,8 @@ sandbox: bootstrap
 test: bootstrap lint typecheck pytest
 
 lint:
-	$(VENV)/bin/ruff check osm_trustmgr tests bench
-	$(VENV)/bin/ruff format --check osm_trustmgr tests bench
+	$(VENV)/bin/ruff check osm_trustmgr tests bench charms
+	$(VENV)/bin/ruff format --check osm_trustmgr tests bench charms
 
 typecheck:
 	$(VENV)/bin/mypy --strict $(TYPED)

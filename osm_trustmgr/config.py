@@ -134,11 +134,26 @@ class MonitorSection(_Section):
 
 class VcaSection(_Section):
     driver: Literal["nbi", "n2vc", "local"] = "nbi"
+    timeout: Duration = 300.0
+    poll_interval: Duration = 2.0
+    charm_dir: OptPath = None
 
 
 class ApiSection(_Section):
+    enabled: Flag = True
     host: Name = "0.0.0.0"
     port: Port = 9998
+    tls_cert: OptPath = None
+    tls_key: OptPath = None
+    rate_limit: Annotated[float, Field(gt=0)] = 5.0
+    burst: Annotated[int, Field(strict=True, ge=1)] = 20
+    challenge_ttl: Duration = 120.0
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiSection:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        return self
 
 
 class TpmSection(_Section):

@@ -9,6 +9,11 @@ it, published on ``trust``/``gate``, then the actions of ``gate.mode``:
   accounts; no trusted VIM → no answer, cancel;
 - ``audit``: record and publish only.
 
+When the NS also requires its VNFs to be attested (and a VNF gate is configured), an accepted gate stays open
+with a ``vnfs`` action: once LCM reports the instantiation COMPLETED, the VNF gate attests every VNF through
+its trust-proxy charm; a VNF below its LoA turns the decision into ``reject``, published again (``stage:
+vnfs``), and in enforce mode the NS is terminated.
+
 Every step is written to the gate document as it completes, so a redelivered message finds the decision
 made, and a restarted Trust Manager resumes exactly the steps not yet done.
 """
@@ -39,6 +44,7 @@ from osm_trustmgr.osm.nbi import NbiClient, NbiError, NbiUnreachable, OperationN
 from osm_trustmgr.osm.records import OsmRecords
 from osm_trustmgr.osm.requirement import Requirement, RequirementError, required_loa
 from osm_trustmgr.store.gates import GateStore
+from osm_trustmgr.vnf_gate import VnfGate
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +69,11 @@ class NsGate:
         publisher: Publisher,
         settings: GateSettings,
         *,
+        vnf_gate: VnfGate | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.gates, self.records, self.nbi, self.hosts = gates, records, nbi, hosts
+        self.vnf_gate = vnf_gate
         self.publisher, self.settings, self._clock = publisher, settings, clock
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # gate id -> (lock, users)
 
@@ -100,6 +108,8 @@ class NsGate:
         elif isinstance(event, OperationCancel):
             await self.gates.update(event.nslcmop_id, {"osm_cancelled": True})
         elif isinstance(event, NsOperationResult) and event.final:
+            if event.operation == "terminate" and event.operation_state == "COMPLETED" and self.vnf_gate:
+                await self.vnf_gate.attestor.retire(event.nsr_id)
             await self.on_operation_result(event)
 
     async def reject_unreadable(self, nslcmop_id: str, nsr_id: str | None, reason: str) -> None:
@@ -209,7 +219,10 @@ class NsGate:
         *,
         placement: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        actions = _planned_actions(self.settings, decision, self._placement(op))
+        vnfs = requirement is not None and (any(requirement.vnf.values()) or requirement.vnf_default > 0)
+        if vnfs and self.vnf_gate is None and decision == "accept":
+            log.warning("gate %s: the NS requires VNF trust but no VNF gate is configured (vca.driver)", op.nslcmop_id)
+        actions = _planned_actions(self.settings, decision, self._placement(op), vnfs and self.vnf_gate is not None)
         log.log(
             logging.WARNING if decision == "reject" else logging.INFO,
             "gate %s (NS %s): %s; required host LoA %s, achieved %s; actions %s; %s",
@@ -222,6 +235,7 @@ class NsGate:
             "required_loa": requirement.ns if requirement else None,
             "required_host_loa": requirement.host if requirement else None,
             "required_vnf_loa": dict(requirement.vnf) if requirement else {},
+            "required_vnf_default": requirement.vnf_default if requirement else 0,
             "achieved_loa": achieved,
             "reasons": reasons,
             "hosts": [h.__dict__ for hs in (trust.hosts.values() if trust else []) for h in hs],
@@ -245,15 +259,53 @@ class NsGate:
             await self._step(op.nslcmop_id, {"actions.cancel": actions["cancel"]})
         if actions.get("placement") == "todo" and not doc.get("placement_requested"):
             return  # answered when LCM asks (pla/get_placement); the gate stays open until then
-        for action in (a for a in ("placement", "cancel", "terminate") if actions.get(a) == "todo"):
-            if action == "terminate" and not doc.get("lcm_state"):
+        if doc.get("vnf_stage") == "decided":
+            doc = await self._publish_vnf_stage(doc)
+        for action in ("placement", "cancel", "vnfs", "terminate"):
+            if actions.get(action) != "todo":
+                continue
+            if action in ("vnfs", "terminate") and not doc.get("lcm_state"):
                 # LCM may deploy even after a cancel (one that reaches it before the instantiate task starts is
                 # lost), and NBI refuses to terminate an NS LCM has not started: terminate once LCM reports the
-                # operation finished (ns/instantiated), whatever its state.
+                # operation finished (ns/instantiated), whatever its state. VNFs are attested once deployed.
                 return
+            if action == "vnfs":
+                doc = await self._run_vnf_gate(op, doc)
+                actions = dict(doc.get("actions", {}))
+                continue
             if not await self._run_action(op.nslcmop_id, op.nsr_id, action, doc.get("placement"), _project(op)):
                 return  # later actions wait: terminate only after the cancel went through
         await self.gates.set(op.nslcmop_id, {"status": "done", "done_at": self._clock()})
+
+    async def _run_vnf_gate(self, op: NsOperation, doc: dict[str, Any]) -> dict[str, Any]:
+        """Attest the VNFs of a deployed NS; a reject adds the terminate action (enforce mode)."""
+        assert self.vnf_gate is not None
+        if doc.get("lcm_state") != "COMPLETED":
+            return await self._step(op.nslcmop_id, {"actions.vnfs": f"not needed: instantiation {doc['lcm_state']}"})
+        result = await self.vnf_gate.check(
+            op.nsr_id, op.nslcmop_id, doc.get("required_vnf_loa") or {}, doc.get("required_vnf_default") or 0
+        )
+        changes: dict[str, Any] = {
+            "actions.vnfs": "done", "vnfs": result.documents(), "vnf_stage": "decided",
+            "achieved_vnf_loa": result.achieved_loa,
+        }  # fmt: skip
+        if not result.accepted:
+            changes.update(decision="reject", reasons=[*doc.get("reasons", []), *result.reasons])
+            if self.settings.mode != "audit" and self.settings.terminate_on_reject:
+                changes["actions.terminate"] = "todo"
+        log.log(
+            logging.INFO if result.accepted else logging.WARNING,
+            "gate %s (NS %s): VNFs %s; %s",
+            op.nslcmop_id,
+            op.nsr_id,
+            "accepted" if result.accepted else "rejected",
+            "; ".join(result.reasons) or "no failures",
+        )
+        return await self._publish_vnf_stage(await self._step(op.nslcmop_id, changes))
+
+    async def _publish_vnf_stage(self, doc: dict[str, Any]) -> dict[str, Any]:
+        await self.publisher.publish("trust", "gate", {**_gate_message(doc), "stage": "vnfs", "vnfs": doc["vnfs"]})
+        return await self._step(doc["_id"], {"vnf_stage": "published"})
 
     async def _run_action(
         self,
@@ -317,13 +369,14 @@ def _project(op: NsOperation) -> str | None:
     return op.projects_read[0] if op.projects_read else None
 
 
-def _planned_actions(settings: GateSettings, decision: str, placement: bool) -> list[str]:
+def _planned_actions(settings: GateSettings, decision: str, placement: bool, vnfs: bool) -> list[str]:
+    attest_vnfs = ["vnfs"] if vnfs and decision == "accept" else []  # audit mode attests and records them too
     if settings.mode == "audit":
-        return []
+        return attest_vnfs
     if placement:
-        return ["placement"] if decision == "accept" else ["cancel"]
+        return ["placement", *attest_vnfs] if decision == "accept" else ["cancel"]
     if decision != "reject":
-        return []
+        return attest_vnfs
     return ["cancel", "terminate"] if settings.terminate_on_reject else ["cancel"]
 
 
@@ -350,5 +403,6 @@ def _gate_message(doc: Mapping[str, Any]) -> dict[str, Any]:
         "required_loa": doc.get("required_loa"),
         "required_host_loa": doc.get("required_host_loa"),
         "achieved_loa": doc.get("achieved_loa"),
+        "stage": "hosts",
         "reasons": list(doc.get("reasons") or []),
     }

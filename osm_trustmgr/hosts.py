@@ -9,57 +9,38 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any
 
 from cryptography import x509
 
-from osm_trustmgr.enrollment import Enrollment, begin_enrollment, complete_enrollment
-from osm_trustmgr.evidence.document import parse_evidence_document
-from osm_trustmgr.evidence.host_agent import (
-    AgentError,
-    AgentPool,
-    AgentUnreachable,
-    HostAgentClient,
-    ImaOffsetBeyondLog,
+from osm_trustmgr.attestation import (
+    AttestationSettings,
+    Publisher,
+    Rounds,
+    Subject,
+    failed,
+    utcnow,
 )
+from osm_trustmgr.evidence.host_agent import AgentPool, AgentUnreachable, HostAgentClient
 from osm_trustmgr.failures import Failure
-from osm_trustmgr.policy.evaluate import IdentityClaim, Request, evaluate
-from osm_trustmgr.policy.model import TrustPolicy
-from osm_trustmgr.policy.result import AttestationResult, FailureRecord
+from osm_trustmgr.policy.result import AttestationResult
 from osm_trustmgr.policy_book import PolicyBook
 from osm_trustmgr.store.mongo import TrustStore
 from osm_trustmgr.store.records import AgentEndpoint, HostRecord, HostSpec, IdentityRecord
-from osm_trustmgr.tpm.errors import EvidenceError
-from osm_trustmgr.tpm.identity import Identity, check_same_identity
-from osm_trustmgr.tpm.pcr import PcrSelection, select
-from osm_trustmgr.tpm.public import parse_public
+
+__all__ = ["TRUST_TOPIC", "HostAttestor", "HostSettings", "Outcome", "Publisher", "Scheduler", "entity_of", "utcnow"]
 
 log = logging.getLogger(__name__)
 
 TRUST_TOPIC = "trust"
-IDENTITY_FAILURES = {Failure.SIGNATURE_INVALID.value, Failure.SIGNER_MISMATCH.value, Failure.SIGNATURE_SCHEME.value}
+HostSettings = AttestationSettings
 
 
 Scheduler = Callable[[HostRecord], datetime]
 """When a host is due next, from its record after a round (the monitor's interval, jitter and backoff)."""
-
-
-class Publisher(Protocol):
-    async def publish(self, topic: str, key: str, value: Mapping[str, Any]) -> None: ...
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-@dataclass(frozen=True)
-class HostSettings:
-    ek_ca_bundle: Sequence[x509.Certificate]
-    banks: Sequence[str] = ("sha256",)
-    nonce_ttl: timedelta = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -85,9 +66,18 @@ class HostAttestor:
         client_factory: Callable[[AgentEndpoint], HostAgentClient] = HostAgentClient,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self.store, self.policies, self.publisher, self.settings = store, policies, publisher, settings
+        self.store, self.policies, self.publisher = store, policies, publisher
+        self.rounds = Rounds(store, policies, settings, clock=clock)
         self.agents = AgentPool(client_factory)
         self._clock = clock
+
+    @property
+    def settings(self) -> HostSettings:
+        return self.rounds.settings
+
+    @settings.setter
+    def settings(self, value: HostSettings) -> None:
+        self.rounds.settings = value
 
     async def close(self) -> None:
         """Close the kept-alive agent connections (at shutdown)."""
@@ -107,31 +97,28 @@ class HostAttestor:
         await self.store.delete_identity(entity_of(host_id))
         await self.store.set_host_state(host_id, {"state": "new", "reason": "re-enrollment requested"})
 
-    # -- enrollment ----------------------------------------------------------------------------------
+    async def due(self, now: datetime) -> list[HostRecord]:
+        return await self.store.due_hosts(now)
+
+    async def reschedule(self, host_id: str, when: datetime) -> None:
+        await self.store.set_host_state(host_id, {"next_attempt_at": when})
+
+    # -- enrollment and attestation ----------------------------------------------------------------------
+
+    def subject(self, host: HostRecord) -> Subject:
+        return Subject(entity_of(host.id), host.policy_id, host.verifier_state, self._ca_bundle(host), host.pinned_ek)
 
     async def enroll(self, host: HostRecord, agent: HostAgentClient) -> IdentityRecord:
         """Enroll the host's TPM; raises EvidenceError (enrollment refused) or AgentUnreachable/AgentError."""
-        presented = await agent.identity()
-        challenge = begin_enrollment(
-            presented, ca_bundle=self._ca_bundle(host), now=self._clock(), pinned_ek=host.pinned_ek
-        )
-        returned = await _activation(agent, challenge.credential_blob, challenge.encrypted_secret)
-        enrollment = complete_enrollment(challenge, returned)
-        record = _identity_record(entity_of(host.id), enrollment, self._clock())
-        if not await self.store.put_identity(record):
-            raise EvidenceError(Failure.IDENTITY_CHANGED, "host was enrolled concurrently")
-        log.info("host %s enrolled (%s)", host.id, enrollment.method)
-        return record
+        return await self.rounds.enroll(self.subject(host), agent)
 
-    def _ca_bundle(self, host: HostRecord) -> Sequence[x509.Certificate]:
+    def _ca_bundle(self, host: HostRecord) -> Sequence[x509.Certificate] | None:
         if host.ek_ca_file:
             from osm_trustmgr.tpm.ekcert import load_ca_bundle
 
             with open(host.ek_ca_file, "rb") as f:
                 return load_ca_bundle(f.read())
-        return self.settings.ek_ca_bundle
-
-    # -- attestation ---------------------------------------------------------------------------------
+        return None
 
     async def attest(self, host: str | HostRecord, *, schedule: Scheduler | None = None) -> Outcome:
         """One round for ``host`` (an id, or the record a caller just read). ``schedule`` gives the next
@@ -146,95 +133,11 @@ class HostAttestor:
             return Outcome(host, None)
         agent = self.agents.get(host.id, host.agent)
         try:
-            result = await self._round(host, agent)
+            result = await self.rounds.run(self.subject(host), agent)
         except AgentUnreachable as e:
             await self.agents.drop(host.id)
             return await self._unreachable(host, str(e), schedule)
         return await self._record(host, result, schedule)
-
-    async def _round(self, host: HostRecord, agent: HostAgentClient) -> AttestationResult:
-        nonce = os.urandom(20)
-        entity = entity_of(host.id)
-        identity = await self.store.get_identity(entity)
-        try:
-            if identity is None:
-                identity = await self.enroll(host, agent)
-            policy = await self.policies.get(host.policy_id) if host.policy_id else None
-        except (EvidenceError, AgentError) as e:
-            return self._verdict_without_evidence(entity, nonce, host.policy_id, e)
-        selection = _selection(policy, self.settings.banks)
-        offset = host.verifier_state.ima_offset if host.verifier_state else 0
-        result = await self._judge(host, agent, identity, policy, selection, nonce, offset)
-        if result.claims.get("rebooted") and offset > 0:
-            # the log of the new boot must be read from its start: one more round at offset 0
-            log.info("host %s rebooted: re-reading its IMA log from the start", host.id)
-            result = await self._judge(host, agent, identity, policy, selection, os.urandom(20), 0)
-        if IDENTITY_FAILURES.intersection(result.codes()):
-            result = await self._check_identity(host, agent, identity, result)
-        return result
-
-    async def _judge(
-        self,
-        host: HostRecord,
-        agent: HostAgentClient,
-        identity: IdentityRecord,
-        policy: TrustPolicy | None,
-        selection: tuple[PcrSelection, ...],
-        nonce: bytes,
-        offset: int,
-    ) -> AttestationResult:
-        entity = entity_of(host.id)
-        now = self._clock()
-        await self.store.issue_nonce(nonce, entity, now, self.settings.nonce_ttl)
-        try:
-            try:
-                doc = await agent.quote(nonce, selection, offset)
-            except ImaOffsetBeyondLog:  # the log restarted (reboot): read it from its start
-                doc = await agent.quote(nonce, selection, 0)
-            evidence = parse_evidence_document(doc).evidence
-        except (AgentError, EvidenceError) as e:
-            await self.store.consume_nonce(nonce, entity, self._clock())
-            return self._verdict_without_evidence(entity, nonce, host.policy_id, e)
-        collected = self._clock()
-        if not await self.store.consume_nonce(nonce, entity, collected):
-            return _failed(entity, nonce, host.policy_id, collected, Failure.NONCE_REPLAYED, "nonce unknown or used")
-        claim = IdentityClaim(parse_public(identity.ak_public), identity.method, identity.ak_qualified_name)
-        return evaluate(
-            evidence,
-            claim,
-            Request(nonce, selection),
-            entity=entity,
-            now=collected,
-            policy=policy,
-            previous=host.verifier_state,
-            collected_at=collected,
-        )
-
-    async def _check_identity(
-        self, host: HostRecord, agent: HostAgentClient, enrolled: IdentityRecord, result: AttestationResult
-    ) -> AttestationResult:
-        """A quote the enrolled AK did not sign: ask the agent who it is now. A new AK is an attack."""
-        try:
-            presented = await agent.identity()
-            check_same_identity(
-                Identity(enrolled.ek_public, enrolled.ek_certificate, enrolled.ak_public, enrolled.ak_name,
-                         enrolled.ak_qualified_name),
-                Identity.from_publics(presented.ek_public, presented.ak_public, presented.ek_certificate),
-            )  # fmt: skip
-        except EvidenceError as e:
-            log.error("ALARM host %s: %s", host.id, e.detail)
-            failure = FailureRecord.of(e.code, e.detail, 1)
-            return result.model_copy(update={"failures": [*result.failures, failure], "loa": 0})
-        except (AgentError, AgentUnreachable):
-            pass
-        return result
-
-    def _verdict_without_evidence(
-        self, entity: str, nonce: bytes, policy_id: str | None, error: Exception
-    ) -> AttestationResult:
-        if isinstance(error, EvidenceError):
-            return _failed(entity, nonce, policy_id, self._clock(), error.code, error.detail)
-        return _failed(entity, nonce, policy_id, self._clock(), Failure.AGENT_ERROR, str(error))
 
     # -- recording -----------------------------------------------------------------------------------
 
@@ -263,7 +166,7 @@ class HostAttestor:
     async def _unreachable(self, host: HostRecord, reason: str, schedule: Scheduler | None) -> Outcome:
         log.warning("host %s unreachable: %s", host.id, reason)
         nonce = os.urandom(20)
-        result = _failed(entity_of(host.id), nonce, host.policy_id, self._clock(), Failure.AGENT_UNREACHABLE, reason)
+        result = failed(self.subject(host), nonce, self._clock(), Failure.AGENT_UNREACHABLE, reason)
         await self.store.insert_report(result.nonce, "host", result)
         changes = {
             "state": "unreachable",
@@ -306,43 +209,3 @@ def _transition_message(before: HostRecord, after: HostRecord, result: Attestati
         "reasons": [f"{f.code}: {f.detail}" for f in result.failures],
         "time": result.time.isoformat(),
     }
-
-
-def _failed(
-    entity: str, nonce: bytes, policy_id: str | None, now: datetime, code: Failure, detail: str
-) -> AttestationResult:
-    return AttestationResult(
-        entity=entity,
-        loa=0,
-        failures=[FailureRecord.of(code, detail, 1)],
-        evidence_digest="",
-        nonce=nonce.hex(),
-        policy_id=policy_id,
-        time=now,
-    )
-
-
-def _selection(policy: TrustPolicy | None, banks: Sequence[str]) -> tuple[PcrSelection, ...]:
-    # without a policy only identity and quote are judged; PCRs 0-10 still give the report its claims
-    return policy.selection() if policy is not None else select(banks, range(11))
-
-
-async def _activation(agent: HostAgentClient, blob: bytes, secret: bytes) -> bytes:
-    try:
-        return await agent.activate(blob, secret)
-    except AgentError as e:
-        raise EvidenceError(Failure.CREDENTIAL_FAILED, f"agent refused ActivateCredential: {e.detail}") from None
-
-
-def _identity_record(entity: str, enrollment: Enrollment, now: datetime) -> IdentityRecord:
-    i = enrollment.identity
-    return IdentityRecord(
-        entity=entity,
-        method=enrollment.method,
-        ek_public=i.ek_public,
-        ek_certificate=i.ek_certificate,
-        ak_public=i.ak_public,
-        ak_name=i.ak_name,
-        ak_qualified_name=i.ak_qualified_name,
-        enrolled_at=now,
-    )

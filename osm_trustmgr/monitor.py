@@ -1,4 +1,4 @@
-"""Periodic re-attestation of every host (DESIGN.md §5 Monitor).
+"""Periodic re-attestation of every host and of every gated VNF (DESIGN.md §5 Monitor).
 
 Schedules live in the database (``trust_hosts.next_attempt_at``), not in memory: a Trust Manager restarted in
 the middle of a cycle picks up exactly the hosts that were still due, and reports are keyed by their nonce, so
@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
 
-from osm_trustmgr.hosts import HostAttestor, Outcome, utcnow
-from osm_trustmgr.store.records import HostRecord
+from osm_trustmgr.attestation import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,34 @@ class MonitorSettings:
     idle_poll: float = 1.0
 
 
-class HostMonitor:
+class Attested(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def unreachable_count(self) -> int: ...
+
+
+R = TypeVar("R", bound=Attested)
+
+
+class Fleet(Protocol[R]):
+    """What the monitor attests: hosts (``HostAttestor``) or gated VNFs (``VnfAttestor``)."""
+
+    async def due(self, now: datetime) -> Sequence[R]: ...
+
+    async def attest(self, record: str | R, *, schedule: Callable[[R], datetime]) -> Any: ...
+
+    async def mark_unreachable(self, entity_id: str, reason: str, schedule: Callable[[R], datetime]) -> Any: ...
+
+    async def reschedule(self, entity_id: str, when: datetime) -> None: ...
+
+
+class Monitor:
     def __init__(
         self,
-        attestor: HostAttestor,
+        attestor: Fleet[Any],
         settings: MonitorSettings,
         *,
         clock: Callable[[], datetime] = utcnow,
@@ -47,7 +71,7 @@ class HostMonitor:
         self._rng = rng or random.Random()
         self._limit = asyncio.Semaphore(settings.concurrency)
 
-    def next_attempt(self, host: HostRecord | None) -> datetime:
+    def next_attempt(self, host: Attested | None) -> datetime:
         """Healthy hosts every ``interval`` ± jitter (spreads the fleet); unreachable ones back off
         exponentially from ``retry_base`` up to ``interval``, so a recovered agent is noticed quickly."""
         s = self.settings
@@ -58,7 +82,7 @@ class HostMonitor:
             delay = s.interval * (1 + self._rng.uniform(-s.jitter, s.jitter))
         return self._clock() + timedelta(seconds=delay)
 
-    async def attest_one(self, host: str | HostRecord) -> Outcome | None:
+    async def attest_one(self, host: str | Attested) -> Any:
         host_id = host if isinstance(host, str) else host.id
         async with self._limit:
             try:
@@ -71,15 +95,15 @@ class HostMonitor:
                 reason = f"no verdict within {self.settings.round_timeout:.0f}s (agent hung?)"
                 return await self.attestor.mark_unreachable(host_id, reason, self.next_attempt)
             except Exception:  # a bug in one round must not stop the monitor; it is retried later
-                log.exception("attestation of host %s failed", host_id)
-                await self.attestor.store.set_host_state(host_id, {"next_attempt_at": self.next_attempt(None)})
+                log.exception("attestation of %s failed", host_id)
+                await self.attestor.reschedule(host_id, self.next_attempt(None))
                 return None
 
     async def run_cycle(self) -> int:
-        """Attest every due host once; returns how many were attested."""
-        due = await self.attestor.store.due_hosts(self._clock())
+        """Attest everything due once; returns how many were attested."""
+        due = await self.attestor.due(self._clock())
         if due:
-            log.debug("monitor cycle: %d hosts due", len(due))
+            log.debug("monitor cycle: %d due", len(due))
             await asyncio.gather(*(self.attest_one(h) for h in due))
         return len(due)
 
@@ -92,3 +116,6 @@ class HostMonitor:
                 log.exception("monitor cycle failed; retrying")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.idle_poll)
+
+
+HostMonitor = Monitor  # the name the host monitor had before VNFs were monitored too

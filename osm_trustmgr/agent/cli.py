@@ -1,8 +1,12 @@
-"""``osm-trust-agent``: the agent on NFVI hosts (and inside VNFs). ``identity`` and ``quote`` print JSON; ``serve``
-answers the same over HTTPS (DESIGN.md §7)."""
+"""``osm-trust-agent``: the agent on NFVI hosts (and inside VNFs). ``identity``, ``activate`` and ``quote`` print
+JSON (the trust-proxy charm runs them over SSH); ``serve`` answers the same over HTTPS (DESIGN.md §7).
+
+Inside a VNF the charm cannot pass paths, so the log and AK-file options also read OSMTRUSTAGENT_UEFI_LOG,
+OSMTRUSTAGENT_IMA_LOG and OSMTRUSTAGENT_AK_FILE (the names ``serve`` already takes through its prefix)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -26,7 +30,12 @@ IMA_LOG_PATH = "/sys/kernel/security/ima/ascii_runtime_measurements"
 
 tcti_option = click.option("--tcti", envvar="TPM2TOOLS_TCTI", help="e.g. device:/dev/tpmrm0, swtpm:port=2321")
 ak_option = click.option(
-    "--ak-file", type=click.Path(path_type=Path), default=DEFAULT_AK, show_default=True, help="AK key blobs"
+    "--ak-file",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_AK,
+    envvar="OSMTRUSTAGENT_AK_FILE",
+    show_default=True,
+    help="AK key blobs",
 )
 
 
@@ -64,12 +73,8 @@ def identity(tcti: str | None, ak_file: Path) -> None:
 @ak_option
 @click.option("--nonce", required=True, help="hex, at most 64 bytes")
 @click.option("--pcrs", default="sha256:0-10", show_default=True, help="selection, tpm2-tools syntax")
-@click.option(
-    "--uefi-log", type=click.Path(path_type=Path), default="/sys/kernel/security/tpm0/binary_bios_measurements"
-)
-@click.option(
-    "--ima-log", type=click.Path(path_type=Path), default="/sys/kernel/security/ima/ascii_runtime_measurements"
-)
+@click.option("--uefi-log", type=click.Path(path_type=Path), default=UEFI_LOG_PATH, envvar="OSMTRUSTAGENT_UEFI_LOG")
+@click.option("--ima-log", type=click.Path(path_type=Path), default=IMA_LOG_PATH, envvar="OSMTRUSTAGENT_IMA_LOG")
 @click.option("--ima-offset", type=click.IntRange(min=0), default=0)
 def quote(
     tcti: str | None, ak_file: Path, nonce: str, pcrs: str, uefi_log: Path, ima_log: Path, ima_offset: int
@@ -89,6 +94,33 @@ def quote(
         ak = load_or_create_ak(tpm, ak_file)
         doc = quote_document(tpm, ak, raw_nonce, selection, uefi_log=uefi_log, ima_log=ima_log, ima_offset=ima_offset)
         click.echo(json.dumps(doc, indent=2))
+
+
+def _b64_option(name: str, value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:  # binascii.Error, or non-ASCII text
+        raise click.BadParameter("not valid base64", param_hint=name) from None
+
+
+@main.command()
+@tcti_option
+@ak_option
+@click.option("--credential", required=True, help="TPM2B_ID_OBJECT from MakeCredential, base64")
+@click.option("--secret", required=True, help="TPM2B_ENCRYPTED_SECRET from MakeCredential, base64")
+def activate(tcti: str | None, ak_file: Path, credential: str, secret: str) -> None:
+    """TPM2_ActivateCredential with the EK and the AK: prints the recovered secret (base64) for enrollment."""
+    from osm_trustmgr.agent.evidence import load_or_create_ak
+
+    blob, encrypted = _b64_option("--credential", credential), _b64_option("--secret", secret)
+    # A credential is bound to the name of the AK the verifier saw in ``identity``: a fresh AK could never
+    # activate it, so a missing AK file is an error here rather than a reason to create one.
+    if not ak_file.exists():
+        raise click.UsageError(f"no AK at {ak_file}: run `osm-trust-agent identity` first")
+    os.environ.setdefault("TSS2_LOG", "all+NONE")
+    with _device(tcti) as tpm:
+        recovered = tpm.activate_credential(load_or_create_ak(tpm, ak_file), blob, encrypted)
+        click.echo(json.dumps({"secret": base64.b64encode(recovered).decode()}))
 
 
 _INSECURE_WARNING = (

@@ -1,7 +1,7 @@
 """Administration commands of ``osm-trustmgr`` (service configuration from --config / env, like ``serve``).
 
-``host add|list|show|delete|attest|reenroll|reports`` and ``policy put|show`` work on the Trust Manager's
-database directly; they are what an operator runs inside the Trust Manager's pod.
+``host add|list|show|delete|attest|reenroll|reports``, ``policy put|show`` (and ``vnf ...``, vnf_admin.py) work on
+the Trust Manager's database directly; they are what an operator runs inside the Trust Manager's pod.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ def _run(config_path: Path | None, action: Callable[[Any], Awaitable[T]]) -> T:
             return await action(service)
         finally:
             await service.bus.stop()
+            await service.vca.close()
+            await service.hosts.close()
+            await service.nbi.aclose()
             await service.store.close()
 
     try:
@@ -201,8 +204,12 @@ def host_reports(config_path: Path | None, host_id: str, limit: int, fmt: str) -
     """Attestation history of HOST_ID, newest first."""
     from osm_trustmgr.hosts import entity_of
 
-    reports = _run(config_path, lambda s: s.store.reports_for(entity_of(host_id), limit))
-    emit([{k: v for k, v in r.items() if k != "claims"} for r in reports], fmt)
+    emit(report_rows(_run(config_path, lambda s: s.store.reports_for(entity_of(host_id), limit))), fmt)
+
+
+def report_rows(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Reports as listed: the claims (large, for ``--output json`` of one report) left out."""
+    return [{k: v for k, v in r.items() if k != "claims"} for r in reports]
 
 
 @click.group("nsd-policy")

@@ -12,6 +12,7 @@ from osm_trustmgr import __version__
 from osm_trustmgr.cli.admin import host_group, nsd_policy_group, policy_group, serve_cmd
 from osm_trustmgr.cli.evidence import evidence
 from osm_trustmgr.cli.output import OUTPUT_OPTION, emit
+from osm_trustmgr.cli.vnf_admin import vnf_group
 
 
 @click.group()
@@ -27,6 +28,7 @@ main.add_command(serve_cmd)
 main.add_command(host_group)
 main.add_command(policy_group)
 main.add_command(nsd_policy_group)
+main.add_command(vnf_group)
 
 
 @main.group("config")

@@ -15,21 +15,22 @@ from typing import Any
 import httpx
 
 from osm_trustmgr.enrollment import PresentedIdentity
+from osm_trustmgr.evidence.errors import SourceError, SourceUnreachable
 from osm_trustmgr.store.records import AgentEndpoint
 from osm_trustmgr.tpm.pcr import PcrSelection, format_selection_spec
 
 
-class AgentUnreachable(Exception):
+class AgentUnreachable(SourceUnreachable):
     """The agent could not be reached or did not answer in time."""
 
 
-class AgentError(Exception):
+class AgentError(SourceError):
     """The agent answered with an error status."""
 
     def __init__(self, status: int, detail: str, body: Mapping[str, Any] | None = None) -> None:
-        super().__init__(f"agent answered {status}: {detail}")
+        super().__init__(detail)
+        self.args = (f"agent answered {status}: {detail}",)
         self.status = status
-        self.detail = detail
         self.body = dict(body or {})
 
 

@@ -294,6 +294,18 @@ class NbiClient:
             raise NbiError(202, "BAD_RESPONSE", "no operation id in the answer", operation)
         return str(doc["id"])
 
+    async def heal_vnf(self, nsr_id: str, vnfr_id: str, cause: str, *, as_project: str | None = None) -> str:
+        """Heal (redeploy, then re-run day-1) one VNF: ``POST .../heal`` with NBI's ``ns_heal`` schema
+        (osm_nbi/validation.py: ``healVnfData[] {vnfInstanceId, cause, additionalParams {run-day1}}``)."""
+        text = re.sub("['\"]", "", cause)[:255] or "trust lost"  # NBI's description_schema: no quotes, <= 255
+        body = {"healVnfData": [{"vnfInstanceId": vnfr_id, "cause": text, "additionalParams": {"run-day1": True}}]}
+        operation = f"heal VNF {vnfr_id} of NS {nsr_id}"
+        path = f"/nslcm/v1/ns_instances/{_path_id(nsr_id, 'nsr_id')}/heal"
+        doc = await self._call("POST", path, operation, body=body, as_project=as_project)
+        if not isinstance(doc, Mapping) or not doc.get("id"):
+            raise NbiError(202, "BAD_RESPONSE", "no operation id in the answer", operation)
+        return str(doc["id"])
+
     async def get_operation(self, nslcmop_id: str, *, as_project: str | None = None) -> dict[str, Any]:
         """The nslcmop document (``operationState``, ``detailed-status``, …)."""
         path = f"/nslcm/v1/ns_lcm_op_occs/{_path_id(nslcmop_id, 'nslcmop_id')}"

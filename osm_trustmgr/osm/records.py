@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+import yaml
 from pydantic import AliasPath, BaseModel, ConfigDict, Field, ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -96,6 +97,20 @@ class VdurRecord(_Record):
     status: str | None = None
     vim_info: dict[str, Any] | None = None  # "vim:<vim-account-id>" → what RO reported
 
+    def compute_host(self) -> str | None:
+        """The compute host the VDU runs on, as RO's OpenStack connector reports it: ``OS-EXT-SRV-ATTR:host``
+        inside ``vim_info.<vim>.vim_details`` (a YAML string; RO-VIM-openstack ``refresh_vms_status``)."""
+        for info in (self.vim_info or {}).values():
+            details = info.get("vim_details") if isinstance(info, dict) else None
+            try:
+                parsed = yaml.safe_load(details) if isinstance(details, str) else details
+            except yaml.YAMLError:
+                continue
+            host = parsed.get("OS-EXT-SRV-ATTR:host") if isinstance(parsed, dict) else None
+            if isinstance(host, str) and host:
+                return host
+        return None
+
 
 class VnfRecord(_Record):
     id: str = Field(alias="_id")
@@ -105,6 +120,7 @@ class VnfRecord(_Record):
     vnfd_id: str | None = Field(None, alias="vnfd-id")
     vim_account_id: str | None = Field(None, alias="vim-account-id")
     ip_address: str | None = Field(None, alias="ip-address")
+    vca_id: str | None = Field(None, alias="vca-id")  # NBI copies the VIM account's VCA (ns.py _update_vnfrs)
     additional_params: dict[str, Any] | None = Field(None, alias="additionalParamsForVnf")
     vdur: list[VdurRecord] = Field(default_factory=list)
     projects_read: list[str] = Field(default_factory=list, validation_alias=AliasPath("_admin", "projects_read"))
@@ -173,6 +189,10 @@ class OsmRecords:
         """The VNF records of an NS, by member-vnf-index."""
         cursor = self._db[VNFRS].find({"nsr-id-ref": _key(nsr_id)}).sort([("member-vnf-index-ref", 1), ("_id", 1)])
         return [_model(VnfRecord, VNFRS, doc) async for doc in cursor]
+
+    async def vnfr(self, vnfr_id: str) -> VnfRecord | None:
+        doc = await self._db[VNFRS].find_one({"_id": _key(vnfr_id)})
+        return _model(VnfRecord, VNFRS, doc) if doc else None
 
     async def constituent_vnfrs(self, nsr_id: str) -> list[VnfRecord]:
         """The VNF records ``nsrs.constituent-vnfr-ref`` lists, by member-vnf-index: what an NS is created with

@@ -16,7 +16,7 @@ the simulator started: its consumers, LCM tasks, the HTTP server and the databas
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import copy
 import logging
 import socket
 import time
@@ -28,6 +28,7 @@ from typing import Any
 import uvicorn
 from pymongo import AsyncMongoClient
 
+from osm_trustmgr.api.server import EmbeddedServer
 from osm_trustmgr.bus.base import Bus, Message
 
 from .osmsim_auth import NbiAuth, Session, SimUser
@@ -35,10 +36,21 @@ from .osmsim_docs import OsmDb, VnfSpec, descriptors_for, format_on_new, new_id
 from .osmsim_http import Fault, NbiCall, nbi_app
 from .osmsim_lcm import ActionHandler, ActionRequest, ActionResult, LcmSimulator
 from .osmsim_nbi import NbiEngine
+from .osmsim_vca import charm_action_handler
 from .servers import HOST
 from .tls import TestCa
 
-__all__ = ["ActionRequest", "ActionResult", "Fault", "NbiCall", "NsInstance", "OsmSimulator", "SimUser", "VnfSpec"]
+__all__ = [
+    "ActionRequest",
+    "ActionResult",
+    "Fault",
+    "NbiCall",
+    "NsInstance",
+    "OsmSimulator",
+    "SimUser",
+    "VnfSpec",
+    "charm_action_handler",
+]
 
 log = logging.getLogger("osm_trustmgr.sandbox.osmsim")
 
@@ -51,14 +63,6 @@ class NsInstance:
     nslcmop_id: str
     nsd_id: str
     vnfr_ids: dict[str, str]  # member-vnf-index -> vnfr _id
-
-
-class _Server(uvicorn.Server):
-    """uvicorn inside our event loop: signals stay with the host process (pytest, the sandbox CLI)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 class OsmSimulator:
@@ -90,7 +94,7 @@ class OsmSimulator:
         self._tls_dir: Path | None = options.get("tls_dir")
         self._groups = (options["lcm_group"], options["nbi_group"])
         self._tasks: list[asyncio.Task[None]] = []
-        self._server: _Server | None = None
+        self._server: EmbeddedServer | None = None
         self._server_task: asyncio.Task[None] | None = None
         self._socket: socket.socket | None = None
         self._stopped = False
@@ -118,6 +122,8 @@ class OsmSimulator:
 
         ``lcm_delay`` is how long a deployment takes (``terminate_delay``: a termination, default half of it);
         ``pla_poll_interval``/``pla_timeout`` are LCM's 5 s / 50 s wait for a placement answer.
+        ``action_handler`` is the VCA: it runs day-2 NS actions and the VNFs' day-1 primitives (e.g.
+        ``charm_action_handler(CharmRunner(charm_dir))`` for a real charm); by default every primitive succeeds.
         """
         options = dict(locals())
         for key in ("cls", "db_uri", "db_name", "bus"):
@@ -147,7 +153,7 @@ class OsmSimulator:
         sock.listen(128)
         port = int(sock.getsockname()[1])
         config = uvicorn.Config(app, host=HOST, port=port, log_level="warning", lifespan="off", access_log=False, **tls)
-        server = _Server(config)
+        server = EmbeddedServer(config)
         self._server, self._server_task = server, asyncio.create_task(server.serve(sockets=[sock]))
         self._socket = sock
         while not server.started:
@@ -226,6 +232,23 @@ class OsmSimulator:
         format_on_new(nsd, projects)["_admin"].update(state)
         await self.db.create("nsds", nsd)
         return str(nsd["_id"])
+
+    async def onboard_descriptors(
+        self, nsd: Mapping[str, Any], vnfds: Sequence[Mapping[str, Any]], *, project: str = "admin"
+    ) -> str:
+        """Descriptors as written in a package (``descriptors/``: the content under ``vnfd:`` / ``nsd: {nsd: [..]}``)
+        onboarded and enabled, as ``onboard`` does for generated ones; returns the NSD's ``_id``."""
+        projects = [self.auth.project_id(project)]
+        state = {"onboardingState": "ONBOARDED", "operationalState": "ENABLED", "usageState": "NOT_IN_USE"}
+        for vnfd in vnfds:
+            if await self.db.get_one("vnfds", {"id": vnfd["id"]}) is None:
+                doc = copy.deepcopy(dict(vnfd))
+                format_on_new(doc, projects)["_admin"].update(state)
+                await self.db.create("vnfds", doc)
+        doc = copy.deepcopy(dict(nsd))
+        format_on_new(doc, projects)["_admin"].update(state)
+        await self.db.create("nsds", doc)
+        return str(doc["_id"])
 
     async def create_ns(
         self,

@@ -62,9 +62,32 @@ def format_additional_params(params: Mapping[str, Any] | None, where: str) -> di
     return out
 
 
+def _trust_proxy_primitives() -> dict[str, Mapping[str, Any]]:
+    # the trust-proxy charm's day-2 actions (charms/trust-proxy/charmcraft.yaml); None = mandatory parameter
+    return {
+        "attest": {"nonce": None, "pcrs": "sha256:0-10", "ima-offset": 0},
+        "identity": {},
+        "activate": {"credential": None, "secret": None},
+    }
+
+
+def _trust_proxy_day1() -> dict[str, Mapping[str, Any]]:
+    # N2VC's config primitive sets the charm's ssh-* options (descriptors/trust_proxy_vnf, OSM's hackfest VNFD)
+    return {"config": {"ssh-hostname": "<rw_mgmt_ip>", "ssh-username": "ubuntu", "ssh-password": "osm4u"}}
+
+
 @dataclass(frozen=True)
 class VnfSpec:
-    """One VNF of a generated NS: its member index, VDUs, proxy charm and day-2 primitives (name → parameters).
+    """One VNF of a generated NS: its member index, VDUs, proxy charm and primitives.
+
+    ``primitives`` are the day-2 ``config-primitive``s: name → {parameter: default-value} (None: mandatory, no
+    default; an int is an INTEGER, a bool a BOOLEAN parameter) or, the older form, name → parameter names (all
+    STRING, default ""). ``day1`` are the ``initial-config-primitive``s in ``seq`` order: name → {parameter:
+    value}, where a value ``<name>`` is an instantiation parameter (``<rw_mgmt_ip>``, ``<OSM>``, or a key of
+    ``additionalParamsForVnf``). The defaults are the trust-proxy charm's actions and, like the project's VNFD,
+    a day-1 ``config`` setting its ssh-* options; add ``"attest": {"trustmgr-url": "<trustmgr_url>",
+    "osm-params": "<OSM>"}`` for strict attestation, or pass ``day1={}`` for none. Specs sharing a ``vnfd_id``
+    share one VNFD (the first spec's): give a spec with other primitives an id of its own.
 
     ``hosts`` (VDU id → compute host) is what RO's OpenStack connector reports as ``OS-EXT-SRV-ATTR:host``
     inside ``vim_info.<vim>.vim_details``; ``vim_account_id`` is the per-VNF instantiation parameter
@@ -75,11 +98,25 @@ class VnfSpec:
     vnfd_id: str = "trust-vnf"
     vdus: tuple[str, ...] = ("mgmtVM",)
     charm: str | None = "trust-proxy"
-    primitives: Mapping[str, tuple[str, ...]] = field(
-        default_factory=lambda: {"attest": ("nonce", "pcrs", "ima-offset"), "identity": (), "activate": ("secret",)}
-    )
+    primitives: Mapping[str, Sequence[str] | Mapping[str, Any]] = field(default_factory=_trust_proxy_primitives)
+    day1: Mapping[str, Mapping[str, Any]] = field(default_factory=_trust_proxy_day1)
     vim_account_id: str | None = None
     hosts: Mapping[str, str] = field(default_factory=dict)
+
+
+def _data_type(value: Any) -> str:
+    return "BOOLEAN" if isinstance(value, bool) else "INTEGER" if isinstance(value, int) else "STRING"
+
+
+def _text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _parameter(name: str, default: Any) -> dict[str, Any]:
+    """A ``config-primitive`` parameter (``primitive-parameter``: default-value, mandatory)."""
+    if default is None:
+        return {"name": name, "data-type": "STRING", "mandatory": True}
+    return {"name": name, "data-type": _data_type(default), "default-value": _text(default)}
 
 
 def _vnfd(spec: VnfSpec) -> dict[str, Any]:
@@ -88,12 +125,27 @@ def _vnfd(spec: VnfSpec) -> dict[str, Any]:
         day12["execution-environment-list"] = [
             {"id": "trust-ee", "juju": {"charm": spec.charm, "proxy": True}, "external-connection-point-ref": "mgmt"}
         ]
+        if spec.day1:
+            day12["initial-config-primitive"] = [
+                {
+                    "seq": str(seq),
+                    "name": name,
+                    "execution-environment-ref": "trust-ee",
+                    # initial-config-primitive parameters carry a value (primitive-parameter-value)
+                    "parameter": [
+                        {"name": p, "data-type": _data_type(v), "value": _text(v)} for p, v in params.items()
+                    ],
+                }
+                for seq, (name, params) in enumerate(spec.day1.items(), start=1)
+            ]
         day12["config-primitive"] = [
             {
                 "name": name,
                 "execution-environment-ref": "trust-ee",
-                # every parameter has a default: NBI's _check_action_ns_operation then only refuses unknown ones
-                "parameter": [{"name": p, "data-type": "STRING", "default-value": ""} for p in params],
+                "parameter": [
+                    _parameter(p, d)
+                    for p, d in (params.items() if isinstance(params, Mapping) else ((p, "") for p in params))
+                ],
             }
             for name, params in spec.primitives.items()
         ]

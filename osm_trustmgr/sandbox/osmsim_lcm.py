@@ -13,8 +13,13 @@ Reproduced from osm/LCM v19 (github.com/seltonlucas/osm-capk, ``LCM/osm_lcm/``):
 * ``NsLcm._do_placement``: with ``placement-engine: PLA`` write ``pla``/get_placement ``{nslcmopId}``, then
   sleep-and-poll ``_admin.pla`` every 5 s for 50 s; no answer → "Placement timeout for nslcmopId=…" (FAILED);
   an answer sets ``vnfrs.vim-account-id`` for each ``vnf[] {member-vnf-index, vimAccountId}`` it names.
+* ``NsLcm.instantiate_N2VC``: once a VNF's execution environment is up, its day-1 ``initial-config-primitive``s
+  run in ``seq`` order with parameters mapped from ``{OSM: get_osm_params(vnfr), **additionalParamsForVnf,
+  rw_mgmt_ip}`` (``osmsim_vca``); the first failure fails that VNF's task and so the whole instantiation, whose
+  ``detailed-status`` is ``_wait_for_tasks``'s "Deploying VCA <member>.: <step>. <exception>".
 * ``NsLcm.terminate`` → ``ns``/terminated ``{nsr_id, nslcmop_id, operationState, autoremove}``, NOT_INSTANTIATED;
-  ``NsLcm.action`` → primitive output in ``detailed-status``, ``ns``/actioned ``{nsr_id, nslcmop_id,
+  ``NsLcm.action`` → parameters mapped like day-1 ones (instantiation params: ``additionalParamsForVnf``), the
+  primitive run on the member's VCA, its output in ``detailed-status``, ``ns``/actioned ``{nsr_id, nslcmop_id,
   operationState}``. NBI's ``subscriptions.py`` deletes an autoremoved NS on a COMPLETED ``terminated``.
 """
 
@@ -25,7 +30,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,24 +39,23 @@ import yaml
 from osm_trustmgr.bus.base import Bus, Message
 
 from .osmsim_docs import OsmDb
+from .osmsim_vca import (
+    DAY1_STAGE,
+    ActionHandler,
+    ActionRequest,
+    ActionResult,
+    Day1Failed,
+    LcmException,
+    day12,
+    map_primitive_params,
+    parse_yaml_strings,
+    run_day1,
+    vnf_config,
+)
 
-__all__ = ["ActionRequest", "ActionResult", "LcmSimulator"]
+__all__ = ["ActionHandler", "ActionRequest", "ActionResult", "LcmSimulator"]
 
 log = logging.getLogger("osm_trustmgr.sandbox.osmsim.lcm")
-
-
-@dataclass(frozen=True)
-class ActionRequest:
-    nsr_id: str
-    nslcmop_id: str
-    member_vnf_index: str | None
-    vdu_id: str | None
-    primitive: str
-    params: dict[str, Any]
-
-
-ActionResult = tuple[str, Any]  # (operationState COMPLETED|FAILED, output stored as detailed-status)
-ActionHandler = Callable[[ActionRequest], Awaitable[ActionResult]]
 
 
 async def _default_action(request: ActionRequest) -> ActionResult:
@@ -150,6 +154,7 @@ class LcmSimulator:
     async def instantiate(self, nsr_id: str, op_id: str) -> None:
         nslcmop: dict[str, Any] = {}
         error: str | None = None
+        day1_failed = False
         try:
             await self.db.set_one("nslcmops", op_id, {"_admin.worker": "osmsim-lcm"})  # LcmTasks.lock_HA
             await self._ns_status(
@@ -168,18 +173,22 @@ class LcmSimulator:
             await asyncio.sleep(self.deploy_delay)
             if nsr_id in self.deploy_errors:
                 raise RuntimeError(self.deploy_errors[nsr_id])
+            vnfrs = await self.db.get_list("vnfrs", {"nsr-id-ref": nsr_id})  # as LCM read them: <OSM> has no IPs
             await self._deployed(nsr_id)
+            await run_day1(self.db, self.action_handler, nsr_id, op_id, vnfrs, self._op_status)
         except asyncio.CancelledError:
             if self.stopping:
                 raise
             error = "Operation was cancelled"
         except _PlacementTimeout:
             error = f"Placement timeout for nslcmopId={op_id}"
+        except Day1Failed as exc:
+            error, day1_failed = str(exc), True
         except Exception as exc:
             error = str(exc)
         state = "FAILED" if error else "COMPLETED"
         detail = "Done" if error is None else error
-        stage = "Stage 2/5: deployment of KDUs, VMs and execution environments."
+        stage = DAY1_STAGE if day1_failed else "Stage 2/5: deployment of KDUs, VMs and execution environments."
         await self._ns_status(
             nsr_id,
             "BROKEN" if error else "READY",
@@ -189,8 +198,8 @@ class LcmSimulator:
             error_detail=error,
             **{
                 "detailed-status": detail,
-                "operational-status": "failed" if error else "running",
-                "config-status": "configured",
+                "operational-status": "failed" if error and not day1_failed else "running",
+                "config-status": "failed" if day1_failed else "configured",
             },
         )
         await self._op_status(
@@ -264,7 +273,7 @@ class LcmSimulator:
                 )
             update: dict[str, Any] = {"vdur": vdur, "ip-address": vdur[0]["ip-address"] if vdur else None}
             await self.db.set_one("vnfrs", vnfr["_id"], update)
-            for config in _day12(vnfd):
+            for config in day12(vnfd):
                 for ee in config.get("execution-environment-list") or ():
                     if (ee.get("juju") or {}).get("charm"):
                         app = f"{vnfr['member-vnf-index-ref']}-{ee['juju']['charm']}"[:50]
@@ -309,23 +318,29 @@ class LcmSimulator:
         nsr = await self.db.get_one("nsrs", {"_id": nsr_id}) or {}
         params = dict(nslcmop.get("operationParams") or {})
         primitive_params = params.get("primitive_params") or "{}"
-        request = ActionRequest(
-            nsr_id,
-            op_id,
-            params.get("member_vnf_index"),
-            params.get("vdu_id"),
-            str(params.get("primitive")),
-            json.loads(primitive_params) if isinstance(primitive_params, str) else dict(primitive_params),
-        )
+        given = json.loads(primitive_params) if isinstance(primitive_params, str) else dict(primitive_params)
+        member, primitive = params.get("member_vnf_index"), str(params.get("primitive"))
+        vnfr = await self.db.get_one("vnfrs", {"nsr-id-ref": nsr_id, "member-vnf-index-ref": member}) or {}
+        vnfd = await self.db.get_one("vnfds", {"_id": vnfr.get("vnfd-id")}) or {}
+        deployed: list[dict[str, Any]] = ((nsr.get("_admin") or {}).get("deployed") or {}).get("VCA") or []
+        vca = next((v for v in deployed if v.get("member-vnf-index") == member), {})
+        described = next((p for p in vnf_config(vnfd).get("config-primitive") or () if p["name"] == primitive), None)
         try:
             await self._ns_status(nsr_id, None, "RUNNING ACTION", op_id)
+            mapped = given
+            if described is not None:
+                mapped = map_primitive_params(described, given, parse_yaml_strings(vnfr.get("additionalParamsForVnf")))
+            request = ActionRequest(nsr_id, op_id, member, params.get("vdu_id"), primitive, mapped,
+                                    vnfr_id=vnfr.get("_id"), ee_id=vca.get("ee_id"))  # fmt: skip
             state, output = await self.action_handler(request)
         except asyncio.CancelledError:
             if self.stopping:
                 raise
-            state, output = "FAILED", f"FAILED {request.primitive}: Operation was cancelled"
+            state, output = "FAILED", f"FAILED {primitive}: Operation was cancelled"
+        except LcmException as exc:  # NsLcm.action maps parameters while its step is "Getting vnfd from database"
+            state, output = "FAILED", f"FAILED Getting vnfd from database: {exc}"
         except Exception as exc:
-            state, output = "FAILED", f"FAILED executing primitive {request.primitive}: {exc}"
+            state, output = "FAILED", f"FAILED executing primitive {primitive}: {exc}"
         await self._ns_status(nsr_id, nsr.get("nsState"), "IDLE", None)
         error = output if state == "FAILED" else ""
         await self._op_status(op_id, "", state, errorMessage=error, **{"detailed-status": output})
@@ -346,9 +361,3 @@ class LcmSimulator:
         await self.db.del_list("nslcmops", {"nsInstanceId": nsr_id})
         await self.db.del_list("vnfrs", {"nsr-id-ref": nsr_id})
         await self.bus.publish("ns", "deleted", {"_id": nsr_id})
-
-
-def _day12(vnfd: Mapping[str, Any]) -> list[dict[str, Any]]:
-    df = (vnfd.get("df") or [{}])[0]
-    config = (df.get("lcm-operations-configuration") or {}).get("operate-vnf-op-config") or {}
-    return list(config.get("day1-2") or ())

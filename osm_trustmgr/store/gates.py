@@ -60,6 +60,11 @@ class GateStore:
     async def get(self, gate_id: str) -> dict[str, Any] | None:
         return await self.db[GATES].find_one({"_id": gate_id})
 
+    async def latest_for_ns(self, nsr_id: str) -> dict[str, Any] | None:
+        """The NS's most recent gate (its instantiation's), e.g. for the LoA a strict-mode VNF must reach."""
+        docs = self.db[GATES].find({"nsr_id": nsr_id, "message": {"$exists": True}}).sort("created_at", -1).limit(1)
+        return next(iter([d async for d in docs]), None)
+
     async def unfinished(self) -> list[dict[str, Any]]:
         return [d async for d in self.db[GATES].find({"status": {"$ne": "done"}}).sort("created_at")]
 

@@ -129,10 +129,20 @@ class TrustStore:
 
     # -- nonces -----------------------------------------------------------------------------------------
 
-    async def issue_nonce(self, nonce: bytes, entity: str, now: datetime, ttl: timedelta) -> None:
+    async def issue_nonce(
+        self, nonce: bytes, entity: str, now: datetime, ttl: timedelta, data: Mapping[str, Any] | None = None
+    ) -> None:
+        """Store a single-use nonce; ``data`` travels with it (a strict-mode challenge's selection, say)."""
         await self.db[NONCES].insert_one(
-            {"_id": nonce.hex(), "entity": entity, "issued_at": now, "expires_at": now + ttl}
+            {"_id": nonce.hex(), "entity": entity, "issued_at": now, "expires_at": now + ttl, "data": dict(data or {})}
         )
+
+    async def take_nonce(self, nonce: bytes, entity: str, now: datetime) -> dict[str, Any] | None:
+        """``consume_nonce`` that also returns what was issued with the nonce; None when unknown, used or expired."""
+        doc = await self.db[NONCES].find_one_and_delete(
+            {"_id": nonce.hex(), "entity": entity, "expires_at": {"$gt": now}}
+        )
+        return dict(doc.get("data") or {}) if doc else None
 
     async def consume_nonce(self, nonce: bytes, entity: str, now: datetime) -> bool:
         """True exactly once for an issued, unexpired nonce of ``entity`` (the TTL sweep is not relied on)."""

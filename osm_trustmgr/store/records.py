@@ -6,7 +6,7 @@ Binary TPM structures are stored as BSON binary; times are timezone-aware UTC da
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +17,24 @@ HostState = Literal["new", "attested", "unreachable", "rejected"]
 """``new``: registered, not yet enrolled; ``attested``: ``loa`` holds the last verdict; ``unreachable``: the
 agent did not answer (never trusted: loa 0); ``rejected``: the TPM identity changed, an administrator must
 re-enroll the host (an AK is never silently replaced)."""
+
+
+_D = TypeVar("_D", bound="KeyedDocument")
+
+
+class KeyedDocument(BaseModel):
+    """A record whose ``id`` is the MongoDB ``_id``."""
+
+    id: str
+
+    def to_document(self) -> dict[str, Any]:
+        doc = self.model_dump(exclude={"id"})
+        doc["_id"] = self.id
+        return doc
+
+    @classmethod
+    def from_document(cls: type[_D], doc: dict[str, Any]) -> _D:
+        return cls.model_validate({**{k: v for k, v in doc.items() if k != "_id"}, "id": doc["_id"]})
 
 
 class AgentEndpoint(BaseModel):
@@ -44,7 +62,7 @@ class HostSpec(BaseModel):
     pinned_ek: bytes | None = Field(None, description="TPM2B_PUBLIC of the EK, vouched for by an administrator")
 
 
-class HostRecord(HostSpec):
+class HostRecord(HostSpec, KeyedDocument):
     """trust_hosts: the inventory entry plus the host's current trust."""
 
     state: HostState = "new"
@@ -56,15 +74,6 @@ class HostRecord(HostSpec):
     unreachable_count: int = 0
     next_attempt_at: datetime | None = None
     reason: str | None = None
-
-    def to_document(self) -> dict[str, Any]:
-        doc = self.model_dump(exclude={"id"})
-        doc["_id"] = self.id
-        return doc
-
-    @classmethod
-    def from_document(cls, doc: dict[str, Any]) -> HostRecord:
-        return cls.model_validate({**{k: v for k, v in doc.items() if k != "_id"}, "id": doc["_id"]})
 
 
 class IdentityRecord(BaseModel):
@@ -78,3 +87,39 @@ class IdentityRecord(BaseModel):
     ak_name: bytes
     ak_qualified_name: bytes
     enrolled_at: datetime
+
+
+VnfState = Literal["new", "attested", "unreachable", "rejected", "retired"]
+"""As ``HostState``, plus ``retired``: the NS was terminated, the VNF is no longer attested."""
+
+
+class VnfTrustRecord(KeyedDocument):
+    """trust_vnfs: a VNF the Trust Manager attests through its trust-proxy charm, and its current trust.
+
+    ``loa`` is the VNF's verdict including the workload level (5 needs the hosts it runs on at ≥ 4 too);
+    ``required_loa`` is what its NS asked for. ``monitored`` turns on once its VNF gate accepted it: from then
+    on the monitor re-attests it every ``monitor.vnf_interval`` and a drop below ``required_loa`` is a
+    ``trust_lost``.
+    """
+
+    id: str = Field(description="the vnfr _id")
+    nsr_id: str
+    member_vnf_index: str
+    vnfd_ref: str | None = None
+    projects_read: list[str] = Field(default_factory=list, description="the NS's _admin.projects_read")
+    required_loa: int = Field(0, ge=0, le=5)
+    nslcmop_id: str | None = None
+    ee_id: str | None = None
+    vca_type: str | None = None
+    vca_id: str | None = None
+    compute_hosts: list[str] = Field(default_factory=list, description="trust_hosts ids of its VDUs' hosts")
+    policy_id: str | None = None
+    monitored: bool = False
+    state: VnfState = "new"
+    loa: int = 0
+    last_report: str | None = None
+    attested_at: datetime | None = None
+    verifier_state: VerifierState | None = None
+    unreachable_count: int = 0
+    next_attempt_at: datetime | None = None
+    reason: str | None = None

@@ -9,11 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import yaml
 from cryptography.hazmat.primitives.serialization import Encoding
 from pymongo import MongoClient
 
-from osm_trustmgr.sandbox.servers import TansuBroker
+from osm_trustmgr.sandbox.servers import TansuBroker, free_port
 from osm_trustmgr.sandbox.swtpm import LocalCa
 from tests.hosts.conftest import MakeHost, Tls
 
@@ -29,6 +30,7 @@ def _config(tmp_path: Path, mongo_uri: str, mongo_db: str, kafka: TansuBroker, c
         "message": {"host": host, "port": int(port)},
         "tpm": {"ek_ca_bundle": str(bundle)},
         "monitor": {"host_interval": "1h", "concurrency": 4},
+        "api": {"host": "127.0.0.1", "port": free_port()},
     }
     path = tmp_path / "trustmgr.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -105,6 +107,11 @@ def test_serve_runs_the_monitor_and_stops_on_sigterm(
                     break
                 time.sleep(0.2)
         assert doc is not None and doc["state"] == "attested" and doc["loa"] == 1  # no policy: identity + quote
+        api = yaml.safe_load(config.read_text())["api"]
+        health = _get_when_up(f"http://127.0.0.1:{api['port']}/osm/trust/v1/healthz")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        refused = httpx.post(f"http://127.0.0.1:{api['port']}/osm/trust/v1/challenges", json={}, timeout=10)
+        assert refused.status_code == 422
     finally:
         service.send_signal(signal.SIGTERM)
         code = service.wait(20)
@@ -112,6 +119,17 @@ def test_serve_runs_the_monitor_and_stops_on_sigterm(
     output = (tmp_path / "serve.log").read_text()
     assert code == 0, output
     assert "osm-trustmgr stopped" in output
+
+
+def _get_when_up(url: str, timeout: float = 15.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(url, timeout=5)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def test_bad_config_is_a_clear_startup_error(tmp_path: Path) -> None:

@@ -249,6 +249,8 @@ async def test_action_result_and_nbi_checks(mongo_uri: str, mongo_db: str, local
     bus, tap = local_bus
 
     async def charm(request: ActionRequest) -> ActionResult:
+        if request.day1:  # the VNFD's day-1 config primitive, during the instantiation
+            return "COMPLETED", "CONFIG OK"
         if request.params.get("nonce") == "bad":
             return "FAILED", "charm error: quote failed"
         return "COMPLETED", {"quote": f"signed({request.params['nonce']})", "member": request.member_vnf_index}
@@ -280,7 +282,8 @@ async def test_action_result_and_nbi_checks(mongo_uri: str, mongo_db: str, local
         for wrong, text in (
             ({**body, "primitive": "reboot"}, "Invalid primitive 'reboot'"),
             ({**body, "member_vnf_index": "9"}, "member_vnf_index='9'"),
-            ({**body, "primitive_params": {"colour": "red"}}, "parameter/s '['colour']'"),
+            ({**body, "primitive_params": {"nonce": "n1", "colour": "red"}}, "parameter/s '['colour']'"),
+            ({**body, "primitive_params": {}}, "Needed parameter nonce not provided for primitive 'attest'"),
             ({**body, "vdu_id": "nope"}, "vdu_id='nope'"),
         ):
             refused = await client.post(path, json=wrong, headers=auth)

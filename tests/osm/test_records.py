@@ -287,7 +287,9 @@ async def _everything(records: OsmRecords) -> None:
     assert nsr is not None
     OsmRecords.nsd_id_of(nsr)
     OsmRecords.deployed_vca(nsr)
-    await records.vnfrs(NSR_ID)
+    vnfrs = await records.vnfrs(NSR_ID)
+    assert await records.vnfr(vnfrs[0].id) is not None
+    [v.compute_host() for v in vnfrs[0].vdur]
     await records.constituent_vnfrs(NSR_ID)
     op = await records.nslcmop(NSLCMOP_ID)
     assert op is not None
@@ -319,6 +321,7 @@ def test_no_write_methods() -> None:
         "nsr",
         "vim_account",
         "vim_accounts_of",
+        "vnfr",
         "vnfrs",
     ]
     assert not [name for name in public if name.startswith(writes)]

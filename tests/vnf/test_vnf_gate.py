@@ -1,0 +1,132 @@
+"""The VNF gate (DESIGN.md §5): after LCM deployed an NS, every VNF is attested through its trust-proxy charm."""
+
+from __future__ import annotations
+
+from osm_trustmgr.sandbox.osmsim import VnfSpec
+from osm_trustmgr.store.mongo import REPORTS
+from osm_trustmgr.store.vnfs import VnfStore
+from tests.gate.conftest import poll
+from tests.vnf.conftest import VnfWorld
+
+LOA4 = {"trust_loa": 4}
+
+
+async def _hosts(world: VnfWorld, vim: str, count: int = 1) -> list[str]:
+    return [(await world.osm.host(vim)).id for _ in range(count)]
+
+
+def _specs(hosts: list[str], members: tuple[str, ...] = ("1", "2")) -> list[VnfSpec]:
+    return [VnfSpec(m, hosts={"mgmtVM": hosts[0]}) for m in members]
+
+
+async def test_honest_ns_is_accepted_and_its_vnfs_monitored(world: VnfWorld) -> None:
+    vim = await world.osm.sim.add_vim_account("vim-a")
+    hosts = await _hosts(world, vim)
+    world.vnf("1")
+    world.vnf("2", with_agent=False)  # one VNF through osm-trust-agent, the other through tpm2-tools
+    await world.vnf_policy()
+    tm = await world.trustmgr("enforce", driver="nbi")
+    ns = await world.osm.sim.create_ns("ns-vnf", vim, vnfs=_specs(hosts), additional_params_for_ns=LOA4)
+    gate = await world.osm.gate_doc(ns.nslcmop_id, timeout=90)
+    assert gate["decision"] == "accept", gate["reasons"]
+    assert gate["actions"] == {"vnfs": "done"}
+    assert sorted((v["member_vnf_index"], v["loa"], v["trusted"]) for v in gate["vnfs"]) == [
+        ("1", 5, True), ("2", 5, True)
+    ]  # fmt: skip
+    # the charm's actions ran as NS actions through NBI (identity, activate, attest per VNF)
+    actions = [c for c in world.osm.sim.calls if c.path.endswith(f"/{ns.nsr_id}/action") and c.status < 300]
+    assert len(actions) == 6
+    messages = await world.osm.trust_gate_messages(ns.nslcmop_id)
+    assert [(m["stage"], m["decision"]) for m in messages] == [("hosts", "accept"), ("vnfs", "accept")]
+    records = await VnfStore(tm.store.db).list_vnfs(ns.nsr_id)
+    assert {r.member_vnf_index: (r.state, r.loa, r.monitored) for r in records} == {
+        "1": ("attested", 5, True), "2": ("attested", 5, True)
+    }  # fmt: skip
+    # reports are the NS project's: the tenant sees them, other projects do not
+    project = world.osm.sim.auth.project_id("admin")
+    report = await tm.store.db[REPORTS].find_one({"_id": records[0].last_report})
+    assert report is not None and report["kind"] == "vnf" and report["_admin"]["projects_read"] == [project]
+    assert not world.osm.nbi_calls("terminate", ns.nsr_id)
+
+
+async def test_modified_binary_in_one_vnf_terminates_the_ns(world: VnfWorld) -> None:
+    vim = await world.osm.sim.add_vim_account("vim-a")
+    hosts = await _hosts(world, vim)
+    world.vnf("1")
+    bad = world.vnf("2")
+    await world.vnf_policy()
+    bad.host.execute("/usr/bin/backdoor", b"a binary the VNF image does not have")
+    await world.trustmgr("enforce", driver="nbi")
+    ns = await world.osm.sim.create_ns("ns-bad-vnf", vim, vnfs=_specs(hosts), additional_params_for_ns=LOA4)
+    gate = await world.osm.gate_doc(ns.nslcmop_id, timeout=90)
+    assert gate["decision"] == "reject"
+    vnfr_2 = ns.vnfr_ids["2"]
+    assert any(f"VNF 2 (vnfr {vnfr_2})" in r and "/usr/bin/backdoor" in r and "LoA 3 < required 4" in r
+               for r in gate["reasons"]), gate["reasons"]  # fmt: skip
+    assert gate["actions"] == {"vnfs": "done", "terminate": "done"}
+    assert len(world.osm.nbi_calls("terminate", ns.nsr_id)) == 1
+    assert not world.osm.nbi_calls("cancel", ns.nslcmop_id)  # LCM had finished: nothing to cancel
+    messages = await world.osm.trust_gate_messages(ns.nslcmop_id)
+    assert [(m["stage"], m["decision"]) for m in messages] == [("hosts", "accept"), ("vnfs", "reject")]
+    assert "/usr/bin/backdoor" in " ".join(messages[1]["reasons"])
+
+
+async def test_vnf_with_untrusted_vtpm_ek_is_loa_0(world: VnfWorld, untrusted_ca) -> None:  # type: ignore[no-untyped-def]
+    vim = await world.osm.sim.add_vim_account("vim-a")
+    hosts = await _hosts(world, vim)
+    world.vnf("1", ca=untrusted_ca)
+    await world.trustmgr("audit", driver="local")
+    ns = await world.osm.sim.create_ns(
+        "ns-ek", vim, vnfs=_specs(hosts, ("1",)), additional_params_for_ns={"trust_vnf_loa": 1}
+    )
+    gate = await world.osm.gate_doc(ns.nslcmop_id, timeout=90)
+    [vnf] = gate["vnfs"]
+    assert (vnf["loa"], vnf["trusted"]) == (0, False)
+    assert "ek.cert_untrusted" in " ".join(vnf["reasons"]), vnf["reasons"]
+    assert gate["decision"] == "reject" and gate["actions"] == {"vnfs": "done"}  # audit: recorded only
+    assert not world.osm.nbi_calls("terminate", ns.nsr_id)
+
+
+async def test_loa5_needs_the_vnf_on_an_attested_host(world: VnfWorld) -> None:
+    vim = await world.osm.sim.add_vim_account("vim-a")
+    hosts = await _hosts(world, vim)
+    world.vnf("1")
+    world.vnf("2")
+    await world.vnf_policy()
+    await world.trustmgr("audit", driver="local")
+    specs = [VnfSpec("1", hosts={"mgmtVM": hosts[0]}), VnfSpec("2", hosts={"mgmtVM": "compute-unknown"})]
+    ns = await world.osm.sim.create_ns("ns-loa5", vim, vnfs=specs, additional_params_for_ns={"trust_loa": 5})
+    gate = await world.osm.gate_doc(ns.nslcmop_id, timeout=90)
+    by_member = {v["member_vnf_index"]: v for v in gate["vnfs"]}
+    assert (by_member["1"]["loa"], by_member["1"]["trusted"]) == (5, True)
+    assert (by_member["2"]["loa"], by_member["2"]["trusted"]) == (4, False)
+    assert any("compute-unknown" in r for r in by_member["2"]["reasons"]), by_member["2"]["reasons"]
+
+
+async def test_monitor_notices_a_vnf_losing_trust_and_remediates(world: VnfWorld) -> None:
+    vim = await world.osm.sim.add_vim_account("vim-a")
+    hosts = await _hosts(world, vim)
+    vnf = world.vnf("1")
+    await world.vnf_policy()
+    tm = await world.trustmgr("enforce", driver="local", remediation="terminate", vnf_interval=0.5)
+    ns = await world.osm.sim.create_ns("ns-mon", vim, vnfs=_specs(hosts, ("1",)), additional_params_for_ns=LOA4)
+    gate = await world.osm.gate_doc(ns.nslcmop_id, timeout=90)
+    assert gate["decision"] == "accept", gate["reasons"]
+    assert await tm.monitor.run_cycle() in (0, 1)  # may not be due yet: the interval is half a second
+    vnf.host.execute("/usr/sbin/cryptominer", b"started after instantiation")
+    await poll(lambda: tm.monitor.run_cycle(), lambda n: n == 1, 10)
+    record = await VnfStore(tm.store.db).get(ns.vnfr_ids["1"])
+    assert record is not None and record.loa == 3 and "/usr/sbin/cryptominer" in (record.reason or "")
+    lost = [v for k, v in await _trust(world) if k == "trust_lost"]
+    assert len(lost) == 1 and lost[0]["vnfr_id"] == ns.vnfr_ids["1"] and lost[0]["required_loa"] == 4
+    assert lost[0]["remediation"] == "terminate" and lost[0]["remediation_result"].startswith("terminate requested")
+    assert len(world.osm.nbi_calls("terminate", ns.nsr_id)) == 1
+    # the NS is terminated: its VNF is retired and no longer monitored
+    await poll(lambda: VnfStore(tm.store.db).get(ns.vnfr_ids["1"]), lambda r: r.state == "retired", 30)
+    assert await tm.monitor.run_cycle() == 0
+
+
+async def _trust(world: VnfWorld) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+    from tests.gate.conftest import read_topic
+
+    return await read_topic(world.osm.broker, "trust", 3.0)
