@@ -10,7 +10,7 @@ bootstrap:
 	./scripts/bootstrap.sh
 
 sandbox: bootstrap
-	$(VENV)/bin/osm-trustmgr sandbox
+	$(VENV)/bin/osm-trustmgr sandbox --vnf
 
 test: bootstrap lint typecheck pytest
 

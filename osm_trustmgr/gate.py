@@ -25,10 +25,10 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
+from osm_trustmgr.gate_rules import GateMode, GateSettings, choose_vims, gate_message, planned_actions
 from osm_trustmgr.host_check import VimTrust, check_vims
 from osm_trustmgr.hosts import HostAttestor, Publisher, utcnow
 from osm_trustmgr.osm.messages import (
@@ -46,17 +46,9 @@ from osm_trustmgr.osm.requirement import Requirement, RequirementError, required
 from osm_trustmgr.store.gates import GateStore
 from osm_trustmgr.vnf_gate import VnfGate
 
+__all__ = ["GateMode", "GateSettings", "NsGate"]
+
 log = logging.getLogger(__name__)
-
-GateMode = Literal["enforce", "placement", "audit"]
-
-
-@dataclass(frozen=True)
-class GateSettings:
-    mode: GateMode = "enforce"
-    max_age: float = 300.0
-    timeout: float = 30.0
-    terminate_on_reject: bool = True
 
 
 class NsGate:
@@ -76,6 +68,13 @@ class NsGate:
         self.vnf_gate = vnf_gate
         self.publisher, self.settings, self._clock = publisher, settings, clock
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # gate id -> (lock, users)
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def aclose(self) -> None:
+        """Stop VNF stages in progress (at shutdown); their gates stay unfinished and are resumed at start."""
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     @contextlib.asynccontextmanager
     async def _exclusive(self, gate_id: str) -> AsyncIterator[None]:
@@ -128,7 +127,7 @@ class NsGate:
             return
         log.warning("gate %s: unreadable instantiate (%s): rejected", nslcmop_id, reason)
         if not doc.get("published"):
-            await self.publisher.publish("trust", "gate", _gate_message(doc))
+            await self.publisher.publish("trust", "gate", gate_message(doc))
             doc = await self._step(nslcmop_id, {"published": True})
         if doc.get("actions", {}).get("cancel") == "todo" and not await self._run_action(
             nslcmop_id, nsr_id, "cancel", None
@@ -166,7 +165,7 @@ class NsGate:
         if doc.get("status") in (None, "received"):
             doc = await self._decide(op, doc)
         if not doc.get("published"):
-            await self.publisher.publish("trust", "gate", _gate_message(doc))
+            await self.publisher.publish("trust", "gate", gate_message(doc))
             if "todo" not in doc.get("actions", {}).values():  # nothing to do: published and done at once
                 await self.gates.set(op.nslcmop_id, {"published": True, "status": "done", "done_at": self._clock()})
                 return
@@ -190,7 +189,7 @@ class NsGate:
             max_age=self.settings.max_age, timeout=self.settings.timeout, now=self._clock(),
         )  # fmt: skip
         if self._placement(op):
-            chosen = _choose_vims(op, trust, candidates, members)
+            chosen = choose_vims(op, trust, candidates, members)
             accepted = chosen is not None
             reasons = (
                 [] if accepted else ["no trusted VIM account among the candidates", *trust.all_reasons(candidates)]
@@ -222,7 +221,7 @@ class NsGate:
         vnfs = requirement is not None and (any(requirement.vnf.values()) or requirement.vnf_default > 0)
         if vnfs and self.vnf_gate is None and decision == "accept":
             log.warning("gate %s: the NS requires VNF trust but no VNF gate is configured (vca.driver)", op.nslcmop_id)
-        actions = _planned_actions(self.settings, decision, self._placement(op), vnfs and self.vnf_gate is not None)
+        actions = planned_actions(self.settings, decision, self._placement(op), vnfs and self.vnf_gate is not None)
         log.log(
             logging.WARNING if decision == "reject" else logging.INFO,
             "gate %s (NS %s): %s; required host LoA %s, achieved %s; actions %s; %s",
@@ -304,7 +303,7 @@ class NsGate:
         return await self._publish_vnf_stage(await self._step(op.nslcmop_id, changes))
 
     async def _publish_vnf_stage(self, doc: dict[str, Any]) -> dict[str, Any]:
-        await self.publisher.publish("trust", "gate", {**_gate_message(doc), "stage": "vnfs", "vnfs": doc["vnfs"]})
+        await self.publisher.publish("trust", "gate", {**gate_message(doc), "stage": "vnfs", "vnfs": doc["vnfs"]})
         return await self._step(doc["_id"], {"vnf_stage": "published"})
 
     async def _run_action(
@@ -348,7 +347,23 @@ class NsGate:
         if doc is not None and doc.get("status") == "decided" and "message" in doc:
             event = parse_osm_message("ns", "instantiate", json.loads(doc["message"]))
             assert isinstance(event, NsOperation)
+            if doc.get("actions", {}).get("vnfs") == "todo" and doc.get("lcm_state") == "COMPLETED":
+                # charm actions take seconds to minutes: not on the consumer's path, which serves every other gate
+                # (lcm_state is recorded: a crash meanwhile leaves the gate to resume())
+                task = asyncio.create_task(self._act_later(event), name=f"vnf-gate-{event.nslcmop_id}")
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+                return
             await self._act(event, doc)
+
+    async def _act_later(self, op: NsOperation) -> None:
+        try:
+            async with self._exclusive(op.nslcmop_id):
+                doc = await self.gates.get(op.nslcmop_id)  # re-read: resume() may have finished it meanwhile
+                if doc is not None and doc.get("status") == "decided":
+                    await self._act(op, doc)
+        except Exception:
+            log.exception("gate %s: the VNF stage failed; it is resumed later", op.nslcmop_id)
 
     async def on_placement_request(self, nslcmop_id: str) -> None:
         doc = await self.gates.mark(nslcmop_id, {"placement_requested": True})
@@ -367,42 +382,3 @@ class NsGate:
 def _project(op: NsOperation) -> str | None:
     """The project the NS belongs to (NBI's _admin.projects_read[0]), to act in it as admin."""
     return op.projects_read[0] if op.projects_read else None
-
-
-def _planned_actions(settings: GateSettings, decision: str, placement: bool, vnfs: bool) -> list[str]:
-    attest_vnfs = ["vnfs"] if vnfs and decision == "accept" else []  # audit mode attests and records them too
-    if settings.mode == "audit":
-        return attest_vnfs
-    if placement:
-        return ["placement", *attest_vnfs] if decision == "accept" else ["cancel"]
-    if decision != "reject":
-        return attest_vnfs
-    return ["cancel", "terminate"] if settings.terminate_on_reject else ["cancel"]
-
-
-def _choose_vims(op: NsOperation, trust: VimTrust, candidates: list[str], members: list[str]) -> dict[str, str] | None:
-    """A trusted VIM account for every VNF member: the one asked for when trusted, else the first trusted
-    candidate. Every member is listed: LCM keeps NBI's default VIM for a member the answer leaves out."""
-    trusted = [v for v in candidates if trust.trusted(v)]
-    if not trusted:
-        return None
-    asked = {v.member_vnf_index: v.vim_account_id for v in op.params.vnfs}
-    chosen = {}
-    for member in sorted(set(members) | set(asked)):
-        wanted = asked.get(member) or op.params.vim_account_id
-        chosen[member] = wanted if wanted in trusted else trusted[0]
-    return chosen
-
-
-def _gate_message(doc: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "nslcmop_id": doc["_id"],
-        "nsr_id": doc.get("nsr_id"),
-        "decision": doc.get("decision"),
-        "mode": doc.get("mode"),
-        "required_loa": doc.get("required_loa"),
-        "required_host_loa": doc.get("required_host_loa"),
-        "achieved_loa": doc.get("achieved_loa"),
-        "stage": "hosts",
-        "reasons": list(doc.get("reasons") or []),
-    }

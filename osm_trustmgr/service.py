@@ -140,6 +140,7 @@ class TrustService:
         finally:
             await self.bus.stop()  # ends run_consumer: messages in flight stay uncommitted, redelivered later
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.gate.aclose()
             await self.vca.close()
             await self.hosts.close()
             await self.nbi.aclose()

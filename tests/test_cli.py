@@ -488,6 +488,20 @@ def test_sandbox_no_secure_boot() -> None:
     assert codes(result) == ["uefi.secureboot_disabled"]
 
 
+def test_sandbox_vnf_through_the_charm() -> None:
+    """``make sandbox``: the host, then a VNF (sshd + swtpm) enrolled and attested through the trust-proxy charm."""
+    results = list(_sandbox("--vnf", "--tamper"))
+    assert [r["loa"] for r in results] == [4, 3, 4, 3]
+    vnf, tampered = results[2:]
+    assert vnf["entity"].startswith("vnf:") and vnf["claims"]["identity"]["method"] == "ek_certificate"
+    assert "/usr/local/bin/cryptominer" in tampered["failures"][0]["detail"]
+
+
+def test_sandbox_vnf_without_the_charm_is_a_clear_error(tmp_path: Path) -> None:
+    proc = run("sandbox", "--vnf", "--charm-dir", tmp_path / "nowhere")
+    assert proc.returncode == 2 and "charm" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_ima_empty_file_is_unusable(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_bytes(b"")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -54,18 +56,38 @@ def config_show(path: Path | None, fmt: str) -> None:
 @main.command("sandbox")
 @click.option("--tamper", is_flag=True, help="also run an unlisted binary and attest again")
 @click.option("--no-secure-boot", is_flag=True, help="boot the simulated host with Secure Boot off")
-def sandbox_cmd(tamper: bool, no_secure_boot: bool) -> None:
-    """Enroll and attest one swtpm-backed simulated host end to end; print its AttestationResult."""
+@click.option("--vnf", is_flag=True, help="then attest a simulated VNF (sshd + swtpm) through the trust-proxy charm")
+@click.option("--charm-dir", type=click.Path(path_type=Path, file_okay=False), help="the trust-proxy charm (--vnf)")
+def sandbox_cmd(tamper: bool, no_secure_boot: bool, vnf: bool, charm_dir: Path | None) -> None:
+    """Enroll and attest one swtpm-backed simulated host end to end (and with --vnf one VNF through its charm);
+    print each AttestationResult."""
     from osm_trustmgr.sandbox.demo import sandbox
 
     with sandbox(secure_boot=not no_secure_boot) as box:
         click.echo(f"# enrolled host: AK {box.enrollment.identity.ak_name.hex()} ({box.enrollment.method})", err=True)
-        result = box.attest()
-        emit(result.model_dump(mode="json"))
-        click.echo(f"# LoA {result.loa} ({result.loa_name}); failures: {result.codes() or 'none'}", err=True)
-        if tamper:
-            box.host.execute("/usr/local/bin/cryptominer", b"not in the golden image")
-            result = box.attest()
-            emit(result.model_dump(mode="json"))
-            click.echo(f"# after tampering: LoA {result.loa}; failures: {result.codes()}", err=True)
+        _sandbox_rounds("host", box.attest, box.host.execute if tamper else None)
+    if vnf:
+        from osm_trustmgr.evidence.errors import SourceError, SourceUnreachable
+        from osm_trustmgr.sandbox.vnf_demo import vnf_sandbox
+        from osm_trustmgr.tpm.errors import EvidenceError
+
+        try:
+            with vnf_sandbox(charm_dir) as vbox:
+                click.echo(f"# enrolled VNF through the charm: AK {vbox.enrollment.identity.ak_name.hex()}", err=True)
+                _sandbox_rounds("VNF", vbox.attest, vbox.vnf.host.execute if tamper else None)
+        except (FileNotFoundError, ImportError, SourceError, SourceUnreachable, EvidenceError) as e:
+            click.echo(f"error: VNF sandbox: {e}", err=True)
+            sys.exit(2)
     sys.exit(0)
+
+
+def _sandbox_rounds(what: str, attest: Callable[[], Any], execute: Callable[[str, bytes], Any] | None) -> None:
+    """One round (and, with ``execute``, an unlisted binary run and a second round), printed."""
+    result = attest()
+    emit(result.model_dump(mode="json"))
+    click.echo(f"# {what}: LoA {result.loa} ({result.loa_name}); failures: {result.codes() or 'none'}", err=True)
+    if execute is not None:
+        execute("/usr/local/bin/cryptominer", b"not in the golden image")
+        result = attest()
+        emit(result.model_dump(mode="json"))
+        click.echo(f"# {what} after tampering: LoA {result.loa}; failures: {result.codes()}", err=True)

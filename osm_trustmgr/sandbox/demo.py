@@ -83,7 +83,7 @@ def start_host(
     enrollment = enroll(LocalAttester(tpm, ak), ca_bundle=ca_bundle, now=datetime.now(timezone.utc))
     host = SimulatedHost(swtpm, tpm, secure_boot=secure_boot)
     host.boot()
-    return Sandbox(host, ak, enrollment, _signed_golden_policy(host))
+    return Sandbox(host, ak, enrollment, signed_golden_policy(host))
 
 
 @contextmanager
@@ -96,7 +96,7 @@ def sandbox(workdir: Path | None = None, *, secure_boot: bool = True) -> Iterato
             yield start_host(swtpm, tpm, ca.certificates, secure_boot=secure_boot)
 
 
-def _signed_golden_policy(host: SimulatedHost) -> TrustPolicy:
+def signed_golden_policy(host: SimulatedHost) -> TrustPolicy:
     signer = ed25519.Ed25519PrivateKey.generate()
     pem = signer.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     document = sign_policy(host.reference_policy(), signer)

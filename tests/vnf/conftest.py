@@ -69,6 +69,7 @@ class VnfTrustManager:
             await asyncio.gather(self.api_task, return_exceptions=True)
         await self.bus.stop()
         await asyncio.gather(self.task, return_exceptions=True)
+        await self.gate.aclose()
         await self.driver.close()
         await self.hosts.close()
         await self.nbi.aclose()

@@ -130,3 +130,28 @@ async def _trust(world: VnfWorld) -> list[tuple[str, dict]]:  # type: ignore[typ
     from tests.gate.conftest import read_topic
 
     return await read_topic(world.osm.broker, "trust", 3.0)
+
+
+async def test_a_restart_between_the_host_and_vnf_stages_loses_nothing(world: VnfWorld) -> None:
+    """The Trust Manager stops after the host stage; LCM finishes while it is down. The restarted one reads the
+    ``ns``/instantiated it missed (its group's offsets), attests the VNFs, and terminates exactly once."""
+    vim = await world.osm.sim.add_vim_account("vim-a")
+    hosts = await _hosts(world, vim)
+    bad = world.vnf("1")
+    await world.vnf_policy()
+    bad.host.execute("/usr/bin/backdoor", b"not in the image")
+    first = await world.trustmgr("enforce", driver="local")
+    ns = await world.osm.sim.create_ns("ns-restart", vim, vnfs=_specs(hosts, ("1",)), additional_params_for_ns=LOA4)
+    gate = await world.osm.gate_doc(ns.nslcmop_id, status="decided", timeout=30)
+    assert gate["actions"] == {"vnfs": "todo"} and "lcm_state" not in gate
+    await first.stop()
+    world.managers.remove(first)
+    assert (await world.osm.sim.wait_operation(ns.nslcmop_id, timeout=30))["operationState"] == "COMPLETED"
+    second = await world.trustmgr("enforce", driver="local")
+    await second.gate.resume()  # what the service does at start, besides consuming what it missed
+    gate = await world.osm.gate_doc(ns.nslcmop_id, timeout=90)
+    assert gate["decision"] == "reject" and gate["actions"] == {"vnfs": "done", "terminate": "done"}
+    assert any("/usr/bin/backdoor" in r for r in gate["reasons"])
+    await poll(lambda: world.osm.trust_gate_messages(ns.nslcmop_id, wait=0.5), lambda m: len(m) >= 2, 20)
+    assert len(world.osm.nbi_calls("terminate", ns.nsr_id)) == 1
+    assert [m["stage"] for m in await world.osm.trust_gate_messages(ns.nslcmop_id)] == ["hosts", "vnfs"]
