@@ -102,6 +102,10 @@ class Rounds:
     async def store_enrollment(self, entity: str, enrollment: Enrollment) -> IdentityRecord:
         record = identity_record(entity, enrollment, self._clock())
         if not await self.store.put_identity(record):
+            other = await self.store.identity_with_ak(record.ak_name)
+            if other is not None and other.entity != entity:
+                # one AK, one entity: the same TPM identity behind two hosts/VNFs is a clone (or a reused vTPM)
+                raise EvidenceError(Failure.IDENTITY_CHANGED, f"this AK is already enrolled as {other.entity}")
             raise EvidenceError(Failure.IDENTITY_CHANGED, f"{entity} was enrolled concurrently")
         log.info("%s enrolled (%s)", entity, enrollment.method)
         return record

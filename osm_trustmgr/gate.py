@@ -109,6 +109,8 @@ class NsGate:
         elif isinstance(event, NsOperationResult) and event.final:
             if event.operation == "terminate" and event.operation_state == "COMPLETED" and self.vnf_gate:
                 await self.vnf_gate.attestor.retire(event.nsr_id)
+            if event.operation == "heal" and self.vnf_gate:
+                await self.vnf_gate.attestor.healed(event.nslcmop_id, event.operation_state)
             await self.on_operation_result(event)
 
     async def reject_unreadable(self, nslcmop_id: str, nsr_id: str | None, reason: str) -> None:
@@ -281,9 +283,11 @@ class NsGate:
         assert self.vnf_gate is not None
         if doc.get("lcm_state") != "COMPLETED":
             return await self._step(op.nslcmop_id, {"actions.vnfs": f"not needed: instantiation {doc['lcm_state']}"})
+        exempt = await self.gates.nsd_policy_exemptions(doc.get("nsd_id"))
         result = await self.vnf_gate.check(
-            op.nsr_id, op.nslcmop_id, doc.get("required_vnf_loa") or {}, doc.get("required_vnf_default") or 0
-        )
+            op.nsr_id, op.nslcmop_id, doc.get("required_vnf_loa") or {}, doc.get("required_vnf_default") or 0,
+            exempt_vnfds=exempt,
+        )  # fmt: skip
         changes: dict[str, Any] = {
             "actions.vnfs": "done", "vnfs": result.documents(), "vnf_stage": "decided",
             "achieved_vnf_loa": result.achieved_loa,

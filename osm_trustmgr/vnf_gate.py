@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
@@ -32,6 +32,7 @@ class VnfCheck:
     trusted: bool
     report_id: str | None = None
     reasons: list[str] = field(default_factory=list)
+    exempt: bool = False  # no charm, and its VNFD is exempt by the NSD policy: not attested
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,17 @@ class VnfGate:
         self.records, self.attestor = records, attestor
         self.timeout, self.monitor_interval, self.max_age, self._clock = timeout, monitor_interval, max_age, clock
 
-    async def check(self, nsr_id: str, nslcmop_id: str, required: Mapping[str, int], default: int = 0) -> VnfGateResult:
-        """Attest the NS's VNFs against ``required`` (member-vnf-index → LoA; ``default`` for others)."""
+    async def check(
+        self,
+        nsr_id: str,
+        nslcmop_id: str,
+        required: Mapping[str, int],
+        default: int = 0,
+        *,
+        exempt_vnfds: Collection[str] = (),
+    ) -> VnfGateResult:
+        """Attest the NS's VNFs against ``required`` (member-vnf-index → LoA; ``default`` for others). VNFs of
+        the ``exempt_vnfds`` (an NSD policy's) pass without a trust-proxy charm; with one they are attested."""
         nsr = await self.records.nsr(nsr_id)
         if nsr is None:
             vnf = VnfCheck("?", "?", max([default, *required.values()]), 0, False,
@@ -71,17 +81,26 @@ class VnfGate:
             return VnfGateResult(False, 0, [vnf])
         vnfrs = await self.records.constituent_vnfrs(nsr_id)
         wanted = [(v, required.get(v.member_vnf_index, default)) for v in vnfrs]
-        checks = await asyncio.gather(*(self._check_one(nsr, v, loa, nslcmop_id) for v, loa in wanted if loa > 0))
+        checks = await asyncio.gather(
+            *(self._check_one(nsr, v, loa, nslcmop_id, exempt_vnfds) for v, loa in wanted if loa > 0)
+        )
         accepted = all(c.trusted for c in checks)
         if accepted:
             first = self._clock() + timedelta(seconds=self.monitor_interval)
             for c in checks:
                 await self.attestor.start_monitoring(c.vnfr_id, first)
-        achieved = min((c.loa for c in checks), default=0)
+        achieved = min((c.loa for c in checks if not c.exempt), default=0)
         return VnfGateResult(accepted, achieved, list(checks))
 
-    async def _check_one(self, nsr: NsRecord, vnfr: VnfRecord, required: int, nslcmop_id: str) -> VnfCheck:
+    async def _check_one(
+        self, nsr: NsRecord, vnfr: VnfRecord, required: int, nslcmop_id: str, exempt_vnfds: Collection[str]
+    ) -> VnfCheck:
         name = f"VNF {vnfr.member_vnf_index} (vnfr {vnfr.id})"
+        if trust_charm(nsr, vnfr.member_vnf_index) is None and vnfr.vnfd_ref in exempt_vnfds:
+            log.info("gate %s: %s has no %s charm; its VNFD %s is exempt by the NSD policy", nslcmop_id, name,
+                     CHARM, vnfr.vnfd_ref)  # fmt: skip
+            note = f"{name}: exempt (VNFD {vnfr.vnfd_ref}), not attested"
+            return VnfCheck(vnfr.member_vnf_index, vnfr.id, required, 0, True, reasons=[note], exempt=True)
         if trust_charm(nsr, vnfr.member_vnf_index) is None:
             reason = f"{name}: no {CHARM} charm deployed, it cannot prove LoA {required}"
             return VnfCheck(vnfr.member_vnf_index, vnfr.id, required, 0, False, reasons=[reason])

@@ -230,6 +230,22 @@ class VnfAttestor:
             log.info("NS %s terminated: %d VNFs no longer monitored", nsr_id, count)
         return count
 
+    async def healed(self, nslcmop_id: str, operation_state: str) -> None:
+        """LCM finished a heal this Trust Manager asked for: the VNF was redeployed, with a new vTPM, so its
+        identity is enrolled again (EK chain and activation as at first) and it is attested at once."""
+        vnf = await self.vnfs.healing(nslcmop_id)
+        if vnf is None:
+            return
+        if operation_state != "COMPLETED":
+            log.error("heal %s of VNF %s ended %s: its trust stays lost", nslcmop_id, vnf.id, operation_state)
+            await self.vnfs.set(vnf.id, {"healing_op": None})
+            return
+        log.info("VNF %s healed (nslcmop %s): re-enrolling its new vTPM", vnf.id, nslcmop_id)
+        await self.store.delete_identity(vnf_entity(vnf.id))
+        changes = {"healing_op": None, "state": "new", "verifier_state": None, "next_attempt_at": self._clock(),
+                   "reason": f"healed by {nslcmop_id}"}  # fmt: skip
+        await self.vnfs.set(vnf.id, changes)
+
     async def _trust_lost(self, vnf: VnfTrustRecord, result: AttestationResult) -> None:
         reasons = [f"{f.code}: {f.detail}" for f in result.failures]
         log.warning("TRUST LOST: VNF %s (member %s) of NS %s at LoA %d, its NS requires %d (%s); remediation: %s",
@@ -255,6 +271,7 @@ class VnfAttestor:
             else:
                 cause = f"trust lost: LoA {vnf.loa} < {vnf.required_loa}"
                 op = await self.nbi.heal_vnf(vnf.nsr_id, vnf.id, cause, as_project=project)
+                await self.vnfs.set(vnf.id, {"healing_op": op})
         except NbiFailure as e:
             log.error("remediation %s of NS %s failed: %s", mode, vnf.nsr_id, e)
             return f"failed: {e}"

@@ -221,11 +221,12 @@ def nsd_policy_group() -> None:
 @CONFIG_OPTION
 @click.argument("nsd_id")
 @click.argument("loa", type=click.IntRange(0, 5))
-def nsd_policy_set(config_path: Path | None, nsd_id: str, loa: int) -> None:
+@click.option("--exempt-vnfd", "exempt", multiple=True, help="a VNFD whose VNFs need no trust-proxy charm (repeat)")
+def nsd_policy_set(config_path: Path | None, nsd_id: str, loa: int, exempt: tuple[str, ...]) -> None:
     from osm_trustmgr.hosts import utcnow
 
-    _run(config_path, lambda s: s.gate.gates.set_nsd_policy(nsd_id, loa, utcnow()))
-    click.echo(f"NSD {nsd_id}: LoA {loa} required")
+    _run(config_path, lambda s: s.gate.gates.set_nsd_policy(nsd_id, loa, utcnow(), exempt))
+    click.echo(f"NSD {nsd_id}: LoA {loa} required" + (f"; exempt VNFDs: {', '.join(exempt)}" if exempt else ""))
 
 
 @nsd_policy_group.command("show")

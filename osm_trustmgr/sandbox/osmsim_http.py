@@ -135,7 +135,7 @@ def nbi_app(auth: NbiAuth, engine: NbiEngine, calls: list[NbiCall], faults: list
         ("DELETE", re.compile(rf"^/osm/admin/v1/tokens/{seg.format('token')}$"), tokens_delete),
         (
             "POST",
-            re.compile(rf"^/osm/nslcm/v1/ns_instances/{seg.format('id')}/(?P<op>terminate|action)$"),
+            re.compile(rf"^/osm/nslcm/v1/ns_instances/{seg.format('id')}/(?P<op>terminate|action|heal)$"),
             ns_operation,
         ),
         ("POST", re.compile(rf"^/osm/nslcm/v1/ns_lcm_op_occs/{seg.format('id')}/cancel$"), op_cancel),

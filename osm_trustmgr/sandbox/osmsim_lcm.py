@@ -84,7 +84,7 @@ class LcmSimulator:
 
     async def on_message(self, message: Message) -> None:
         topic, command, params = message.topic, message.key, message.value
-        if topic == "ns" and command in ("instantiate", "terminate", "action"):
+        if topic == "ns" and command in ("instantiate", "terminate", "action", "heal"):
             nsr_id, op_id = params["nsInstanceId"], params["_id"]
             if await self.db.get_one("nslcmops", {"_id": op_id}) is None:
                 log.info("ignoring ns/%s for unknown nslcmop %s", command, op_id)  # LCM: DbException, logged
@@ -93,7 +93,8 @@ class LcmSimulator:
                 for (ns, _), task in list(self.tasks.items()):
                     if ns == nsr_id:
                         task.cancel()
-            work = {"instantiate": self.instantiate, "terminate": self.terminate, "action": self.action}[command]
+            work = {"instantiate": self.instantiate, "terminate": self.terminate, "action": self.action,
+                    "heal": self.heal}[command]  # fmt: skip
             task = asyncio.create_task(work(nsr_id, op_id), name=f"lcm-{command}-{op_id}")
             self.tasks[(nsr_id, op_id)] = task
             task.add_done_callback(functools.partial(self._forget, (nsr_id, op_id)))
@@ -345,6 +346,24 @@ class LcmSimulator:
         error = output if state == "FAILED" else ""
         await self._op_status(op_id, "", state, errorMessage=error, **{"detailed-status": output})
         await self.bus.publish("ns", "actioned", {"nsr_id": nsr_id, "nslcmop_id": op_id, "operationState": state})
+
+    async def heal(self, nsr_id: str, op_id: str) -> None:
+        """``NsLcm.heal``: RO redeploys the VNFs named in ``healVnfData`` and, with ``run-day1``, their day-1
+        primitives run again; then ``ns``/healed ``{nsr_id, nslcmop_id, operationState}``. Simulated: only the
+        time it takes and the final state (no redeployment)."""
+        error: str | None = None
+        try:
+            await self._ns_status(nsr_id, None, "HEALING", op_id)
+            await self._op_status(op_id, "Healing")
+            await asyncio.sleep(self.deploy_delay)
+        except asyncio.CancelledError:
+            if self.stopping:
+                raise
+            error = "Operation was cancelled"
+        state = "FAILED" if error else "COMPLETED"
+        await self._ns_status(nsr_id, None, "IDLE", None)
+        await self._op_status(op_id, "", state, **{"detailed-status": error or "Done"})
+        await self.bus.publish("ns", "healed", {"nsr_id": nsr_id, "nslcmop_id": op_id, "operationState": state})
 
     # -- NBI subscriptions.py: autoremove ------------------------------------------------------------------
 

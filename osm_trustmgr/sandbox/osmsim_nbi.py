@@ -8,6 +8,7 @@ Error texts and HTTP codes are NBI's, so a client sees what it would see in OSM.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -47,6 +48,20 @@ _TERMINATE = {"lcmOperationType": str, "nsInstanceId": str, "autoremove": bool, 
 _ACTION = {"lcmOperationType": str, "nsInstanceId": str, "member_vnf_index": str, "vnf_member_index": str,
            "vdu_id": str, "vdu_count_index": int, "kdu_name": str, "primitive": str, "timeout_ns_action": int,
            "primitive_params": dict}  # fmt: skip
+_HEAL = {"lcmOperationType": str, "nsInstanceId": str, "timeout_ns_heal": int, "healVnfData": list}
+
+
+def _check_heal_items(items: list[Any]) -> None:
+    """validation.py ``ns_heal``: ``healVnfData[] {vnfInstanceId (id), cause (description: no quotes, <= 255),
+    additionalParams {run-day1 bool, vdu[]}}``, nothing else."""
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("vnfInstanceId"), str):
+            raise NbiHttpError(HTTPStatus.UNPROCESSABLE_ENTITY, "Format error at 'healVnfData' 'vnfInstanceId'")
+        if set(item) - {"vnfInstanceId", "cause", "additionalParams"}:
+            raise NbiHttpError(HTTPStatus.UNPROCESSABLE_ENTITY, "Format error at 'healVnfData': additional properties")
+        cause = item.get("cause")
+        if cause is not None and (not isinstance(cause, str) or len(cause) > 255 or re.search("['\"]", cause)):
+            raise NbiHttpError(HTTPStatus.UNPROCESSABLE_ENTITY, "Format error at 'healVnfData' 'cause'")
 
 
 @dataclass
@@ -116,6 +131,9 @@ class NbiEngine:
             _check_body(indata, _TERMINATE, ())
         elif operation == "action":
             _check_body(indata, _ACTION, ("primitive", "primitive_params"))
+        elif operation == "heal":
+            _check_body(indata, _HEAL, ("healVnfData",))
+            _check_heal_items(indata["healVnfData"])
         q_filter = {**session.write_filter(), "_id": nsr_id}
         nsr = await self.db.get_one("nsrs", q_filter)
         if nsr is None:

@@ -7,7 +7,7 @@ ones (``status`` not ``done``) and resumes them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -68,10 +68,15 @@ class GateStore:
     async def unfinished(self) -> list[dict[str, Any]]:
         return [d async for d in self.db[GATES].find({"status": {"$ne": "done"}}).sort("created_at")]
 
-    async def set_nsd_policy(self, nsd_id: str, loa: int, now: datetime) -> None:
-        await self.db[NSD_POLICIES].replace_one(
-            {"_id": nsd_id}, {"_id": nsd_id, "loa": loa, "updated_at": now}, upsert=True
-        )
+    async def set_nsd_policy(self, nsd_id: str, loa: int, now: datetime, exempt_vnfds: Sequence[str] = ()) -> None:
+        """``exempt_vnfds``: VNFD ids whose VNFs need no trust-proxy charm in this NSD (DESIGN.md §4: a VNF
+        without the charm fails any VNF requirement unless the policy exempts it)."""
+        doc = {"_id": nsd_id, "loa": loa, "exempt_vnfds": sorted(set(exempt_vnfds)), "updated_at": now}
+        await self.db[NSD_POLICIES].replace_one({"_id": nsd_id}, doc, upsert=True)
+
+    async def nsd_policy_exemptions(self, nsd_id: str | None) -> list[str]:
+        doc = await self.db[NSD_POLICIES].find_one({"_id": nsd_id}) if nsd_id else None
+        return list((doc or {}).get("exempt_vnfds") or [])
 
     async def nsd_policy_loa(self, nsd_id: str | None) -> int | None:
         if not nsd_id:

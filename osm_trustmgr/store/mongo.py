@@ -124,6 +124,10 @@ class TrustStore:
         doc = await self.db[IDENTITIES].find_one({"_id": entity})
         return IdentityRecord.model_validate(doc) if doc else None
 
+    async def identity_with_ak(self, ak_name: bytes) -> IdentityRecord | None:
+        doc = await self.db[IDENTITIES].find_one({"ak_name": ak_name})
+        return IdentityRecord.model_validate(doc) if doc else None
+
     async def delete_identity(self, entity: str) -> bool:
         return (await self.db[IDENTITIES].delete_one({"_id": entity})).deleted_count == 1
 

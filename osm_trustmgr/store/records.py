@@ -115,6 +115,7 @@ class VnfTrustRecord(KeyedDocument):
     compute_hosts: list[str] = Field(default_factory=list, description="trust_hosts ids of its VDUs' hosts")
     policy_id: str | None = None
     monitored: bool = False
+    healing_op: str | None = Field(None, description="the heal nslcmop the Trust Manager requested, until it ends")
     state: VnfState = "new"
     loa: int = 0
     last_report: str | None = None

@@ -69,6 +69,10 @@ class VnfStore:
         )
         return VnfTrustRecord.from_document(doc) if doc else None
 
+    async def healing(self, nslcmop_id: str) -> VnfTrustRecord | None:
+        doc = await self.db[VNFS].find_one({"healing_op": nslcmop_id})
+        return VnfTrustRecord.from_document(doc) if doc else None
+
     async def retire(self, nsr_id: str, now: datetime) -> int:
         """The NS is gone: its VNFs are no longer monitored (reports and identities stay for audit)."""
         done = await self.db[VNFS].update_many(

@@ -207,6 +207,23 @@ async def test_admin_acts_in_another_project(mongo_uri: str, mongo_db: str):
         assert op["_admin"]["projects_write"] == [tenant] and op["lcmOperationType"] == "action"
 
 
+async def test_heal_vnf_body_passes_nbi_schema(mongo_uri: str, mongo_db: str):
+    """A cause with quotes (a file name from an IMA log, say) is cleaned: NBI's description_schema refuses them."""
+    async with local_sim(mongo_uri, mongo_db) as sim, client_for(sim) as nbi:
+        ns = await ready_ns(sim)
+        vnfr = ns.vnfr_ids["1"]
+        op_id = await nbi.heal_vnf(ns.nsr_id, vnfr, "trust lost: ima.unknown_digest: /usr/bin/'x\"y " + "z" * 300)
+        op = await sim.wait_operation(op_id)
+        assert op["lcmOperationType"] == "heal" and op["operationState"] == "COMPLETED"
+        [item] = op["operationParams"]["healVnfData"]
+        assert item["vnfInstanceId"] == vnfr and item["additionalParams"] == {"run-day1": True}
+        assert "'" not in item["cause"] and '"' not in item["cause"] and len(item["cause"]) == 255
+        with pytest.raises(NbiError) as refused:  # the simulator checks the schema NBI checks
+            await nbi._call("POST", f"/nslcm/v1/ns_instances/{ns.nsr_id}/heal", "heal",
+                            body={"healVnfData": [{"vnfInstanceId": vnfr, "cause": "it's"}]})  # fmt: skip
+        assert refused.value.status == 422
+
+
 # -- round trips on Kafka (Tansu) ----------------------------------------------------------------------------
 
 

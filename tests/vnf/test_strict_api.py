@@ -223,3 +223,18 @@ def test_rate_limiter_refills_and_forgets_old_clients() -> None:
     limiter.acquire("b")
     limiter.acquire("c")  # "a" is forgotten: a full bucket again
     assert [limiter.acquire("a"), limiter.acquire("a")] == [0.0, 0.0]
+
+
+async def test_one_ak_behind_two_vnfs_is_refused(api: Api, module_tpm: TpmDevice, aks: dict[str, Ak]) -> None:
+    """A cloned (or reused) vTPM: the second VNF presenting an AK already enrolled elsewhere is rejected."""
+    ak = aks["vnf"]
+    challenge = (await api.challenge(identity_document(module_tpm, ak))).json()
+    await api.evidence(challenge["nonce"], _quote(module_tpm, ak, challenge), _activate(module_tpm, ak, challenge))
+    await api.store.db["vnfrs"].insert_one({"_id": "vnf-0002", "nsr-id-ref": NSR, "member-vnf-index-ref": "1"})
+    clone = (await api.challenge(identity_document(module_tpm, ak), vnfr_id="vnf-0002")).json()
+    body = {"vnfr_id": "vnf-0002", "nonce": clone["nonce"], "evidence": _quote(module_tpm, ak, clone),
+            "activated_secret": base64.b64encode(_activate(module_tpm, ak, clone)).decode()}  # fmt: skip
+    verdict = (await api.http.post(f"{PREFIX}/evidence", json=body)).json()
+    assert verdict["decision"] == "reject" and verdict["loa"] == 0
+    assert any(f"already enrolled as vnf:{VNFR}" in r for r in verdict["reasons"]), verdict
+    assert (await api.vnfs.get("vnf-0002")).state == "rejected"  # type: ignore[union-attr]

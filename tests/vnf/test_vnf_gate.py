@@ -155,3 +155,64 @@ async def test_a_restart_between_the_host_and_vnf_stages_loses_nothing(world: Vn
     await poll(lambda: world.osm.trust_gate_messages(ns.nslcmop_id, wait=0.5), lambda m: len(m) >= 2, 20)
     assert len(world.osm.nbi_calls("terminate", ns.nsr_id)) == 1
     assert [m["stage"] for m in await world.osm.trust_gate_messages(ns.nslcmop_id)] == ["hosts", "vnfs"]
+
+
+async def test_heal_remediation_asks_nbi_to_heal_the_vnf(world: VnfWorld) -> None:
+    vim = await world.osm.sim.add_vim_account("vim-a")
+    hosts = await _hosts(world, vim)
+    vnf = world.vnf("1")
+    await world.vnf_policy()
+    tm = await world.trustmgr("enforce", driver="local", remediation="heal", vnf_interval=0.2)
+    ns = await world.osm.sim.create_ns("ns-heal", vim, vnfs=_specs(hosts, ("1",)), additional_params_for_ns=LOA4)
+    assert (await world.osm.gate_doc(ns.nslcmop_id, timeout=90))["decision"] == "accept"
+    vnf.host.execute("/usr/sbin/'odd\"name", b"quotes in the reason must not break NBI's schema")
+    await poll(lambda: tm.monitor.run_cycle(), lambda n: n == 1, 10)
+    [lost] = [v for k, v in await _trust(world) if k == "trust_lost"]
+    assert lost["remediation"] == "heal" and lost["remediation_result"].startswith("heal requested"), lost
+    assert len(world.osm.nbi_calls("heal", ns.nsr_id)) == 1
+    heal_op = lost["remediation_result"].split("nslcmop ")[1].rstrip(")")
+    op = await world.osm.sim.wait_operation(heal_op, timeout=30)
+    assert op["lcmOperationType"] == "heal" and op["operationState"] == "COMPLETED"
+    [item] = op["operationParams"]["healVnfData"]
+    assert item["vnfInstanceId"] == ns.vnfr_ids["1"] and item["additionalParams"] == {"run-day1": True}
+    assert "LoA 3 < 4" in item["cause"] and not world.osm.nbi_calls("terminate", ns.nsr_id)
+    # LCM's ns/healed: the redeployed VNF has a new vTPM, so it is enrolled again and attested at once
+    store = VnfStore(tm.store.db)
+    healed = await poll(lambda: store.get(ns.vnfr_ids["1"]), lambda r: r.healing_op is None and r.state == "new", 20)
+    assert healed.reason == f"healed by {heal_op}" and healed.verifier_state is None
+    assert await tm.store.get_identity(f"vnf:{ns.vnfr_ids['1']}") is None
+    assert await tm.monitor.run_cycle() == 1  # due at once
+    assert await tm.store.get_identity(f"vnf:{ns.vnfr_ids['1']}") is not None
+
+
+async def test_a_vnf_without_the_charm_fails_unless_its_vnfd_is_exempt(world: VnfWorld) -> None:
+    from osm_trustmgr.hosts import utcnow
+    from osm_trustmgr.store.gates import GateStore
+
+    vim = await world.osm.sim.add_vim_account("vim-a")
+    hosts = await _hosts(world, vim)
+    world.vnf("1")
+    world.vnf("3")  # the second NS's charmed VNF: a VM (and vTPM) of its own
+    await world.vnf_policy()
+    tm = await world.trustmgr("audit", driver="local")
+    params = {"trust_vnf_loa": 4}
+
+    def specs(charmed: str, plain: str) -> list[VnfSpec]:
+        return [VnfSpec(charmed, hosts={"mgmtVM": hosts[0]}), VnfSpec(plain, vnfd_id="plain-vnf", charm=None, day1={})]
+
+    async def instantiate(name: str, vnfs: list[VnfSpec], nsd_id: str) -> dict:  # type: ignore[type-arg]
+        ns = await world.osm.sim.create_ns(name, vim, vnfs=vnfs, nsd_id=nsd_id, additional_params_for_ns=params)
+        return await world.osm.gate_doc(ns.nslcmop_id, timeout=90)  # type: ignore[no-any-return]
+
+    first = specs("1", "2")
+    gate = await instantiate("ns-plain-1", first, await world.osm.sim.onboard(first))
+    assert gate["decision"] == "reject"
+    assert any("VNF 2" in r and "no trust-proxy charm" in r for r in gate["reasons"]), gate["reasons"]
+    second = specs("3", "4")
+    nsd_id = await world.osm.sim.onboard(second)
+    await GateStore(tm.store.db).set_nsd_policy(nsd_id, 0, utcnow(), exempt_vnfds=["plain-vnf"])
+    gate = await instantiate("ns-plain-2", second, nsd_id)
+    assert gate["decision"] == "accept", gate["reasons"]
+    by_member = {v["member_vnf_index"]: v for v in gate["vnfs"]}
+    assert by_member["4"]["exempt"] and by_member["4"]["trusted"] and by_member["3"]["loa"] == 5
+    assert gate["achieved_vnf_loa"] == 5
