@@ -32,3 +32,12 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+
+# charmcraft validates charms/trust-proxy/charmcraft.yaml offline (tests/charm/test_charmcraft.py). It pins its
+# own pydantic and craft-* libraries, so it gets a virtualenv of its own instead of sharing the project's.
+CHARMCRAFT_VERSION=4.5.0
+if [[ ",$extras," == *",test,"* ]] && ! .venv/charmcraft/bin/charmcraft version 2>/dev/null | grep -q "$CHARMCRAFT_VERSION"; then
+  echo "bootstrap: installing charmcraft $CHARMCRAFT_VERSION into .venv/charmcraft"
+  "$PY" -m venv .venv/charmcraft
+  .venv/charmcraft/bin/python -m pip install -q "charmcraft==$CHARMCRAFT_VERSION"
+fi

@@ -51,3 +51,12 @@ def charmcraft() -> dict[str, Any]:
         pytest.fail(f"the charm contract {CHARMCRAFT} is missing")
     doc: dict[str, Any] = load_yaml(CHARMCRAFT)
     return doc
+
+
+@pytest.fixture(scope="session")
+def vnfds(vnfd_doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The packaged VNFDs by id, unwrapped (what an NSD's vnfd-id refers to)."""
+    from tests.descriptors import osm_rules
+
+    vnfd = osm_rules.unwrap_vnfd(vnfd_doc)
+    return {vnfd["id"]: vnfd}

@@ -13,11 +13,13 @@ repository: without them the pyangbind tests skip, or fail when ``OSM_TRUSTMGR_R
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -105,3 +107,27 @@ def build_bindings(out: Path) -> OsmBindings:
         commands.append(command)
         modules[kind] = _import_file(f"osm_im_etsi_nfv_{kind}", target)
     return OsmBindings(modules["vnfd"], modules["nsd"], tuple(commands), time.perf_counter() - started)
+
+
+Doc = dict[str, Any]
+Mutation = Callable[[Doc], None]
+
+
+def day12(doc: Doc) -> Doc:
+    """The VNF-level day1-2 entry of a VNFD document (``vnfd: {...}``)."""
+    config: Doc = doc["vnfd"]["df"][0]["lcm-operations-configuration"]["operate-vnf-op-config"]["day1-2"][0]
+    return config
+
+
+def primitive(doc: Doc, kind: str, name: str) -> Doc:
+    return next(p for p in day12(doc)[kind] if p["name"] == name)
+
+
+def param(prim: Doc, name: str) -> Doc:
+    return next(p for p in prim["parameter"] if p["name"] == name)
+
+
+def mutated(doc: Doc, mutate: Mutation) -> Doc:
+    new = copy.deepcopy(doc)
+    mutate(new)
+    return new
