@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -38,6 +39,34 @@ def terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class ManagedProcess:
+    """A child process stopped by PID: by ``stop()``, or at interpreter exit when its owner forgot to."""
+
+    def __init__(self, stop_timeout: float = 5.0) -> None:
+        self.stop_timeout = stop_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._finalizer: weakref.finalize | None = None  # type: ignore[type-arg]
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def _adopt(self, process: subprocess.Popen[bytes]) -> None:
+        self._process = process
+        self._finalizer = weakref.finalize(self, terminate, process, self.stop_timeout)
+
+    def stop(self) -> None:
+        """SIGTERM by PID, SIGKILL after ``stop_timeout``."""
+        if self._finalizer is not None:
+            self._finalizer()  # runs terminate once, and no longer at interpreter exit
+        self._finalizer = None
+        self._process = None
 
 
 class _ChildProcess:

@@ -16,14 +16,13 @@ import socket
 import subprocess
 import tempfile
 import time
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from osm_trustmgr.sandbox.servers import HOST, free_port, terminate
+from osm_trustmgr.sandbox.servers import HOST, ManagedProcess, free_port
 
 SSHD = Path("/usr/sbin/sshd")  # sshd refuses to start unless called by its absolute path (it re-executes itself)
 PRIVSEP_DIR = Path("/run/sshd")
@@ -62,7 +61,7 @@ def _set_env_option(env: Mapping[str, str]) -> str:
     return "SetEnv=" + " ".join(pairs)
 
 
-class Sshd:
+class Sshd(ManagedProcess):
     """``with Sshd(env={...}) as sshd:`` log in as ``sshd.user`` with ``sshd.client_key`` on ``sshd.port``.
 
     Keys live in ``root`` (a temporary directory removed by :meth:`close` when none is given) and are kept
@@ -84,22 +83,12 @@ class Sshd:
         self.root = Path(root).resolve()
         self.env = dict(env or {})
         self.user = user or getpass.getuser()
-        self.stop_timeout = stop_timeout
+        super().__init__(stop_timeout)
         self.host_key = self.root / "ssh_host_ed25519_key"
         self.client_key = self.root / "client_ed25519_key"
         self.authorized_keys = self.root / "authorized_keys"
         self.log_path = self.root / "sshd.log"
         self.port = 0
-        self._process: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize | None = None  # type: ignore[type-arg]
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     @property
     def client_private_key(self) -> str:
@@ -121,13 +110,6 @@ class Sshd:
             if self._launch():
                 return self
         raise SshdError(f"sshd did not start: {self._log_tail()}")
-
-    def stop(self) -> None:
-        """SIGTERM by PID (SIGKILL after ``stop_timeout``); sessions already forked end with their clients."""
-        if self._finalizer is not None:
-            self._finalizer()
-        self._finalizer = None
-        self._process = None
 
     def close(self) -> None:
         self.stop()
@@ -166,8 +148,7 @@ class Sshd:
         self.port = free_port()
         with self.log_path.open("ab") as log:
             process = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        self._process = process
-        self._finalizer = weakref.finalize(self, terminate, process, self.stop_timeout)
+        self._adopt(process)
         deadline = time.monotonic() + 10
         while process.poll() is None and time.monotonic() < deadline:
             if self._banner():

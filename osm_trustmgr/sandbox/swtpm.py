@@ -16,7 +16,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import weakref
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from osm_trustmgr.sandbox.servers import terminate
+from osm_trustmgr.sandbox.servers import ManagedProcess
 
 HOST = "127.0.0.1"
 TPM2_STARTUP_CLEAR = bytes.fromhex("80010000000c000001440000")  # TPM_ST_NO_SESSIONS, TPM_CC_Startup, SU_CLEAR
@@ -190,7 +189,7 @@ def _receive(channel: socket.socket, size: int) -> bytes:
     return data
 
 
-class Swtpm:
+class Swtpm(ManagedProcess):
     """One swtpm process. ``with Swtpm() as tpm: TpmDevice(tpm.tcti)`` gives a fresh, provisioned TPM.
 
     ``state_dir`` defaults to a temporary directory removed with this object. When ``provision`` is true
@@ -219,22 +218,12 @@ class Swtpm:
         self.provision = provision
         self.transport = transport
         self.pcr_banks = pcr_banks
-        self.stop_timeout = stop_timeout
+        super().__init__(stop_timeout)
         self.port: int | None = None  # data port; the control port is port + 1
         self.socket_path = scratch / "swtpm.sock"  # unix transport; control socket is <path>.ctrl
         self._log_path = scratch / "swtpm.log"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize | None = None  # type: ignore[type-arg]
 
     # -- life cycle -----------------------------------------------------------------------------
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     @property
     def tcti(self) -> str:
@@ -262,13 +251,6 @@ class Swtpm:
             assert self.ca is not None
             _add_ecc_p256_ek_certificate(self.tcti, self.ca)
         return self
-
-    def stop(self) -> None:
-        """Stop the process (SIGTERM by PID, SIGKILL after ``stop_timeout``); the state stays for a restart."""
-        if self._finalizer is not None:
-            self._finalizer()  # runs terminate once, and no longer at interpreter exit
-        self._finalizer = None
-        self._process = None
 
     def close(self) -> None:
         """Stop and remove the temporary directories this object created."""
@@ -325,8 +307,7 @@ class Swtpm:
         ]  # fmt: skip
         with self._log_path.open("ab") as log:
             process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        self._process = process
-        self._finalizer = weakref.finalize(self, terminate, process, self.stop_timeout)
+        self._adopt(process)
         deadline = time.monotonic() + 10
         while process.poll() is None and time.monotonic() < deadline:
             if self._listening():
