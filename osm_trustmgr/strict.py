@@ -202,11 +202,13 @@ class StrictAttestation:
         if nsr is None:
             raise StrictError(404, f"VNF {vnfr_id} belongs to no NS")
         gate = await self.gates.latest_for_ns(nsr.id)
-        required = 0
-        if gate:
-            by_member = gate.get("required_vnf_loa") or {}
-            required = int(by_member.get(vnfr.member_vnf_index, gate.get("required_vnf_default") or 0))
-        return await self.attestor.track(nsr, vnfr, required, gate["_id"] if gate else None)
+        if gate is None:
+            # challenges are only for NSs whose instantiation the Trust Manager gated: it knows their LoA, and an
+            # arbitrary caller cannot enroll a TPM of its own for a VNF nobody is instantiating
+            raise StrictError(409, f"no instantiation of NS {nsr.id} was gated by the Trust Manager")
+        by_member = gate.get("required_vnf_loa") or {}
+        required = int(by_member.get(vnfr.member_vnf_index, gate.get("required_vnf_default") or 0))
+        return await self.attestor.track(nsr, vnfr, required, gate["_id"])
 
 
 def _challenge(pending: Mapping[str, Any]) -> Challenge:

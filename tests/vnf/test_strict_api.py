@@ -192,6 +192,16 @@ async def test_malformed_requests_get_clear_errors(api: Api, path: str, body: di
     assert response.json()["detail"]
 
 
+async def test_no_challenge_for_an_ns_the_trust_manager_did_not_gate(api: Api) -> None:
+    await api.store.db["nsrs"].insert_one({"_id": "ns-ungated", "_admin": {"projects_read": ["p1"]}})
+    await api.store.db["vnfrs"].insert_one(
+        {"_id": "vnf-ungated", "nsr-id-ref": "ns-ungated", "member-vnf-index-ref": "1"}
+    )
+    refused = await api.challenge({"ek_public": "AA==", "ak_public": "AA=="}, vnfr_id="vnf-ungated")
+    assert refused.status_code == 409 and "gated" in refused.json()["detail"]
+    assert await api.vnfs.get("vnf-ungated") is None  # not even tracked
+
+
 async def test_evidence_for_a_nonce_never_issued_is_refused(api: Api, module_tpm: TpmDevice,
                                                            aks: dict[str, Ak]) -> None:  # fmt: skip
     await api.challenge(identity_document(module_tpm, aks["vnf"]))  # the VNF is known, the nonce is not
