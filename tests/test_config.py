@@ -40,8 +40,10 @@ def test_defaults() -> None:
     assert cfg.gate.terminate_on_reject is True
     assert (cfg.monitor.host_interval, cfg.monitor.vnf_interval, cfg.monitor.concurrency) == (300, 600, 16)
     assert cfg.monitor.remediation == "notify" and cfg.monitor.jitter == 0.1
-    assert cfg.vca.driver == "nbi"
-    assert (cfg.api.host, cfg.api.port) == ("0.0.0.0", 9998)
+    assert (cfg.vca.driver, cfg.vca.timeout, cfg.vca.poll_interval, cfg.vca.charm_dir) == ("nbi", 300, 2, None)
+    assert (cfg.api.enabled, cfg.api.host, cfg.api.port) == (True, "0.0.0.0", 9998)
+    assert (cfg.api.rate_limit, cfg.api.burst, cfg.api.challenge_ttl) == (5, 20, 120)
+    assert cfg.api.tls_cert is None and cfg.api.tls_key is None
     assert cfg.tpm.pcr_banks == ["sha256"] and cfg.tpm.ek_ca_bundle is None and not cfg.tpm.allow_pinned_ek
     assert cfg.policy.signers == [] and cfg.policy.require_signature is False and cfg.policy.dir is None
 
@@ -289,3 +291,11 @@ def test_cli_config_show_names_bad_keys(tmp_path: Path) -> None:
     shown = yaml.safe_load(good.stdout)
     assert shown["gate"]["mode"] == "audit"
     assert "s3cret" not in good.stdout and shown["nbi"]["password"] == "**********"
+
+
+def test_api_tls_needs_both_files(tmp_path: Path) -> None:
+    msg = error_of(write(tmp_path, "api: {tls_cert: /etc/tm/cert.pem}\n"))
+    assert "tls_cert and tls_key must be set together" in msg
+    cfg = load_config(write(tmp_path, "api: {tls_cert: /a.pem, tls_key: /a.key, rate_limit: 0.5}\n"), env={})
+    assert (str(cfg.api.tls_cert), cfg.api.rate_limit) == ("/a.pem", 0.5)
+    assert "api.burst" in error_of(None, {"OSMTRUSTMGR_API_BURST": "0"})
