@@ -19,6 +19,8 @@ from pathlib import Path
 from cryptography import x509
 
 from osm_trustmgr.api.app import create_app
+from osm_trustmgr.api.auth import TokenAuth
+from osm_trustmgr.api.queries import query_router
 from osm_trustmgr.api.ratelimit import RateLimiter
 from osm_trustmgr.attestation import Rounds
 from osm_trustmgr.bus.base import Bus
@@ -154,7 +156,8 @@ class TrustService:
         from osm_trustmgr.api.server import EmbeddedServer
 
         a = self.config.api
-        app = create_app(self.strict, RateLimiter(rate=a.rate_limit, burst=a.burst))
+        queries = query_router(self.store, self.vnfs.vnfs, TokenAuth(self.nbi))
+        app = create_app(self.strict, RateLimiter(rate=a.rate_limit, burst=a.burst), queries)
         config = uvicorn.Config(
             app, host=a.host, port=a.port, log_config=None, access_log=False, server_header=False,
             timeout_graceful_shutdown=2,

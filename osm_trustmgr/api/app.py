@@ -1,4 +1,4 @@
-"""FastAPI application: strict-mode challenges and evidence, health.
+"""FastAPI application: strict-mode challenges and evidence, trust queries (``api/queries.py``), health.
 
 Every refusal is a JSON ``{"detail": ...}`` with a status that tells the charm what happened: 404 unknown VNF,
 403 identity refused, 409 unknown/used/expired challenge, 413 body too large, 422 malformed, 429 rate-limited
@@ -11,7 +11,7 @@ import logging
 import math
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,7 +51,7 @@ class EvidenceRequest(BaseModel):
     evidence: dict[str, Any]
 
 
-def create_app(strict: StrictAttestation, limiter: RateLimiter) -> FastAPI:
+def create_app(strict: StrictAttestation, limiter: RateLimiter, queries: APIRouter | None = None) -> FastAPI:
     app = FastAPI(title="osm-trustmgr", version=__version__, docs_url=f"{PREFIX}/docs",
                   openapi_url=f"{PREFIX}/openapi.json")  # fmt: skip
 
@@ -88,4 +88,6 @@ def create_app(strict: StrictAttestation, limiter: RateLimiter) -> FastAPI:
         verdict = await strict.evidence(body.vnfr_id, body.nonce, body.activated_secret, body.evidence)
         return verdict.to_json()
 
+    if queries is not None:
+        app.include_router(queries, prefix=PREFIX)
     return app
