@@ -15,6 +15,7 @@ lock: the runner is thread-safe, but actions of different applications do not ov
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,10 @@ class CharmRunner:
                 if previous is None
                 else dataclasses.replace(previous, config=config)
             )
-            with testing.Context(charm_type, meta=self.meta, charm_root=self._charm_root()) as ctx:
+            with (
+                _host_logging_kept(),
+                testing.Context(charm_type, meta=self.meta, charm_root=self._charm_root()) as ctx,
+            ):
                 try:
                     out = ctx.run(ctx.on.action(action, params=checked), state)
                 except testing.ActionFailed as exc:
@@ -212,6 +216,33 @@ class CharmRunner:
             if self._charm_type is None:
                 self._charm_type = _load_charm_class(self.charm_dir, self._class_name)
             return self._charm_type
+
+
+class _AtLeast(logging.Filter):
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level
+
+
+@contextlib.contextmanager
+def _host_logging_kept() -> Iterator[None]:
+    """ops sets the root logger to DEBUG while a charm runs (as Juju's dispatch does, for the unit's log): the
+    process hosting the charm keeps its own verbosity, else every SSH handshake floods the service's log."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    keep = _AtLeast(level or logging.WARNING)
+    for handler in handlers:
+        handler.addFilter(keep)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(keep)
+        root.setLevel(level)
+        root.handlers[:] = handlers
 
 
 def _ops_testing() -> Any:
