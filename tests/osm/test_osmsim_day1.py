@@ -4,41 +4,24 @@ and with a real charm (tests/evidence/charms/fake-trust-proxy) run by charm_acti
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import yaml
 
-from osm_trustmgr.bus.local import LocalBroker, LocalBus
 from osm_trustmgr.evidence.charm_local import CharmRunner
 from osm_trustmgr.sandbox.osmsim import ActionRequest, ActionResult, VnfSpec, charm_action_handler
 from osm_trustmgr.sandbox.osmsim_vca import LcmException, map_primitive_params
 from tests.evidence.conftest import FAKE_CHARM
 
-from .test_osmsim import TOPICS, Tap, http, login, start_sim
+from .test_osmsim import http, login, start_sim
 
 STRICT = {
     "config": {"ssh-hostname": "<rw_mgmt_ip>", "ssh-username": "ubuntu", "ssh-port": 2222},
     "attest": {"trustmgr-url": "<trustmgr_url>", "osm-params": "<OSM>"},
 }
 TM_URL = "http://127.0.0.1:9/osm/trust/v1"
-
-
-@pytest.fixture
-async def sim_bus() -> AsyncIterator[tuple[LocalBus, Tap]]:
-    """The simulator's bus and a tap on OSM's topics (as in test_osmsim.py)."""
-    broker = LocalBroker()
-    bus, tap_bus, tap = LocalBus(broker), LocalBus(broker), Tap()
-    await bus.start()
-    await tap_bus.start()
-    task = asyncio.create_task(tap_bus.run_consumer(TOPICS, tap, group_id="tap"))
-    yield bus, tap
-    await tap_bus.stop()
-    await bus.stop()
-    await task
 
 
 class Recorder:
@@ -53,8 +36,8 @@ class Recorder:
         return "COMPLETED", "CONFIG OK" if request.primitive == "config" else {"done": request.primitive}
 
 
-async def test_day1_primitives_run_in_order_with_osm_parameters(mongo_uri: str, mongo_db: str, sim_bus):
-    bus, tap = sim_bus
+async def test_day1_primitives_run_in_order_with_osm_parameters(mongo_uri: str, mongo_db: str, local_bus):
+    bus, tap = local_bus
     vca = Recorder()
     async with start_sim(mongo_uri, mongo_db, bus, action_handler=vca) as sim, http(sim) as client:
         vim = await sim.add_vim_account("vim-a")
@@ -92,8 +75,8 @@ async def test_day1_primitives_run_in_order_with_osm_parameters(mongo_uri: str, 
         assert day2.params == {"nonce": "00ff", "pcrs": "sha256:0-10", "ima-offset": 0}
 
 
-async def test_a_failing_day1_primitive_fails_the_instantiation(mongo_uri: str, mongo_db: str, sim_bus):
-    bus, tap = sim_bus
+async def test_a_failing_day1_primitive_fails_the_instantiation(mongo_uri: str, mongo_db: str, local_bus):
+    bus, tap = local_bus
     vca = Recorder(fail="attest")
     async with start_sim(mongo_uri, mongo_db, bus, action_handler=vca) as sim:
         spec = VnfSpec("1", vnfd_id="strict-vnf", day1=STRICT)
@@ -117,9 +100,9 @@ async def test_a_failing_day1_primitive_fails_the_instantiation(mongo_uri: str, 
 
 
 async def test_a_missing_instantiation_parameter_fails_before_the_primitive_runs(
-    mongo_uri: str, mongo_db: str, sim_bus
+    mongo_uri: str, mongo_db: str, local_bus
 ):
-    bus, _ = sim_bus
+    bus, _ = local_bus
     vca = Recorder()
     async with start_sim(mongo_uri, mongo_db, bus, action_handler=vca) as sim:
         spec = VnfSpec("1", vnfd_id="strict-vnf", day1=STRICT)
@@ -150,10 +133,10 @@ def test_map_primitive_params_types_and_defaults():
         map_primitive_params(prim, {}, {"count": "1", "doc": ""})
 
 
-async def test_strict_attest_with_a_real_charm(mongo_uri: str, mongo_db: str, sim_bus):
+async def test_strict_attest_with_a_real_charm(mongo_uri: str, mongo_db: str, local_bus):
     """The fake trust-proxy charm through charm_action_handler: config (with the loopback override), then a
     strict attest that the charm fails — the Trust Manager's rejection ends up in LCM's error text."""
-    bus, tap = sim_bus
+    bus, tap = local_bus
     runner = CharmRunner(FAKE_CHARM)
     seen: list[ActionRequest] = []
 
@@ -186,10 +169,10 @@ async def test_strict_attest_with_a_real_charm(mongo_uri: str, mongo_db: str, si
 
 
 @pytest.mark.parametrize("strict_verify", [False, True])
-async def test_config_with_bad_credentials(mongo_uri: str, mongo_db: str, sim_bus, strict_verify: bool):
+async def test_config_with_bad_credentials(mongo_uri: str, mongo_db: str, local_bus, strict_verify: bool):
     """N2VC answers CONFIG OK even when verify-ssh-credentials keeps failing (the next primitive fails);
     ``strict_verify`` fails the config primitive itself."""
-    bus, _ = sim_bus
+    bus, _ = local_bus
     runner = CharmRunner(FAKE_CHARM)
     handler = charm_action_handler(runner, config_overrides=lambda r: {"ssh-hostname": "unreachable"},
                                    strict_verify=strict_verify)  # fmt: skip

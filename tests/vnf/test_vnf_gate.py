@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from osm_trustmgr.sandbox.osmsim import VnfSpec
+from osm_trustmgr.sandbox.vnf import SimulatedVnf
 from osm_trustmgr.store.mongo import REPORTS
 from osm_trustmgr.store.vnfs import VnfStore
+from osm_trustmgr.vnfs import Remediation
 from tests.gate.conftest import poll
 from tests.vnf.conftest import VnfWorld
 
@@ -103,15 +107,22 @@ async def test_loa5_needs_the_vnf_on_an_attested_host(world: VnfWorld) -> None:
     assert any("compute-unknown" in r for r in by_member["2"]["reasons"]), by_member["2"]["reasons"]
 
 
-async def test_monitor_notices_a_vnf_losing_trust_and_remediates(world: VnfWorld) -> None:
+async def _monitored_ns(world: VnfWorld, remediation: Remediation, interval: float) -> tuple[Any, Any, SimulatedVnf]:
+    """An accepted NS of one VNF at LoA 4, monitored every ``interval`` seconds (local charm driver)."""
     vim = await world.osm.sim.add_vim_account("vim-a")
     hosts = await _hosts(world, vim)
     vnf = world.vnf("1")
     await world.vnf_policy()
-    tm = await world.trustmgr("enforce", driver="local", remediation="terminate", vnf_interval=0.5)
-    ns = await world.osm.sim.create_ns("ns-mon", vim, vnfs=_specs(hosts, ("1",)), additional_params_for_ns=LOA4)
+    tm = await world.trustmgr("enforce", driver="local", remediation=remediation, vnf_interval=interval)
+    ns = await world.osm.sim.create_ns(f"ns-{remediation}", vim, vnfs=_specs(hosts, ("1",)),
+                                       additional_params_for_ns=LOA4)  # fmt: skip
     gate = await world.osm.gate_doc(ns.nslcmop_id, timeout=90)
     assert gate["decision"] == "accept", gate["reasons"]
+    return tm, ns, vnf
+
+
+async def test_monitor_notices_a_vnf_losing_trust_and_remediates(world: VnfWorld) -> None:
+    tm, ns, vnf = await _monitored_ns(world, "terminate", 0.5)
     assert await tm.monitor.run_cycle() in (0, 1)  # may not be due yet: the interval is half a second
     vnf.host.execute("/usr/sbin/cryptominer", b"started after instantiation")
     await poll(lambda: tm.monitor.run_cycle(), lambda n: n == 1, 10)
@@ -158,13 +169,7 @@ async def test_a_restart_between_the_host_and_vnf_stages_loses_nothing(world: Vn
 
 
 async def test_heal_remediation_asks_nbi_to_heal_the_vnf(world: VnfWorld) -> None:
-    vim = await world.osm.sim.add_vim_account("vim-a")
-    hosts = await _hosts(world, vim)
-    vnf = world.vnf("1")
-    await world.vnf_policy()
-    tm = await world.trustmgr("enforce", driver="local", remediation="heal", vnf_interval=0.2)
-    ns = await world.osm.sim.create_ns("ns-heal", vim, vnfs=_specs(hosts, ("1",)), additional_params_for_ns=LOA4)
-    assert (await world.osm.gate_doc(ns.nslcmop_id, timeout=90))["decision"] == "accept"
+    tm, ns, vnf = await _monitored_ns(world, "heal", 0.2)
     vnf.host.execute("/usr/sbin/'odd\"name", b"quotes in the reason must not break NBI's schema")
     await poll(lambda: tm.monitor.run_cycle(), lambda n: n == 1, 10)
     [lost] = [v for k, v in await _trust(world) if k == "trust_lost"]
