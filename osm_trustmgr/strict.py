@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from osm_trustmgr.attestation import Rounds, Subject, failed, policy_selection, utcnow
+from osm_trustmgr.attestation import Rounds, Subject, enrolled_identity, failed, policy_selection, utcnow
 from osm_trustmgr.enrollment import Challenge, PresentedIdentity, begin_enrollment, complete_enrollment
 from osm_trustmgr.evidence.document import parse_evidence_document
 from osm_trustmgr.failures import Failure
@@ -120,10 +120,7 @@ class StrictAttestation:
                               "secret": base64.b64encode(challenge.encrypted_secret).decode()}  # fmt: skip
             else:
                 claimed = Identity.from_publics(presented.ek_public, presented.ak_public, presented.ek_certificate)
-                check_same_identity(
-                    Identity(enrolled.ek_public, enrolled.ek_certificate, enrolled.ak_public, enrolled.ak_name,
-                             enrolled.ak_qualified_name), claimed,
-                )  # fmt: skip
+                check_same_identity(enrolled_identity(enrolled), claimed)
         except EvidenceError as e:
             result = failed(subject, os.urandom(20), self._clock(), e.code, e.detail)
             await self.attestor.record(vnf, result)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,14 +21,14 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from osm_trustmgr.agent.tpm import Ak, TpmDevice
 from osm_trustmgr.enrollment import Enrollment, PresentedIdentity, enroll
-from osm_trustmgr.policy.evaluate import Request, evaluate
+from osm_trustmgr.policy.evaluate import Evidence, Request, evaluate
 from osm_trustmgr.policy.load import load_policy
 from osm_trustmgr.policy.model import TrustPolicy
 from osm_trustmgr.policy.result import AttestationResult, VerifierState
 from osm_trustmgr.policy.signing import load_signer_keys, sign_policy
 from osm_trustmgr.sandbox.host import SimulatedHost
 from osm_trustmgr.sandbox.swtpm import LocalCa, Swtpm
-from osm_trustmgr.tpm.pcr import selection_map
+from osm_trustmgr.tpm.pcr import PcrSelection, selection_map
 
 
 @dataclass
@@ -45,8 +45,31 @@ class LocalAttester:
         return self.tpm.activate_credential(self.ak, credential_blob, encrypted_secret)
 
 
+Collect = Callable[[bytes, tuple[PcrSelection, ...], int], Evidence]
+"""Evidence for (nonce, PCR selection, IMA offset): from a local TPM, or through the charm."""
+
+
+class VerifiedRounds:
+    """One enrolled TPM judged round after round against its policy, the verifier's state carried over."""
+
+    enrollment: Enrollment
+    policy: TrustPolicy
+    state: VerifierState | None
+
+    def judge(self, entity: str, collect: Collect) -> AttestationResult:
+        """One round: fresh nonce → quote + logs (IMA from the last verified offset) → verdict."""
+        nonce = os.urandom(20)
+        selection = self.policy.selection()
+        evidence = collect(nonce, selection, self.state.ima_offset if self.state else 0)
+        result = evaluate(evidence, self.enrollment.claim(), Request(nonce, selection), entity=entity,
+                          now=datetime.now(timezone.utc), policy=self.policy, previous=self.state)  # fmt: skip
+        if result.state is not None and result.loa >= 1:
+            self.state = result.state
+        return result
+
+
 @dataclass
-class Sandbox:
+class Sandbox(VerifiedRounds):
     """One enrolled simulated host, its signed reference policy, and the verifier's state for it."""
 
     host: SimulatedHost
@@ -56,23 +79,8 @@ class Sandbox:
     state: VerifierState | None = None
 
     def attest(self, entity: str = "sandbox-host-1") -> AttestationResult:
-        """One round: fresh nonce → quote + logs (IMA from the last verified offset) → verdict."""
-        nonce = os.urandom(20)
-        selection = self.policy.selection()
-        offset = self.state.ima_offset if self.state else 0
-        evidence = self.host.evidence(self.ak, nonce, selection_map(selection), ima_offset=offset)
-        result = evaluate(
-            evidence,
-            self.enrollment.claim(),
-            Request(nonce, selection),
-            entity=entity,
-            now=datetime.now(timezone.utc),
-            policy=self.policy,
-            previous=self.state,
-        )
-        if result.state is not None and result.loa >= 1:
-            self.state = result.state
-        return result
+        return self.judge(entity, lambda nonce, selection, offset: self.host.evidence(
+            self.ak, nonce, selection_map(selection), ima_offset=offset))  # fmt: skip
 
 
 def start_host(

@@ -8,7 +8,6 @@ the VNF over SSH, and answers ``identity``, ``activate`` and ``attest``; the Tru
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,10 +19,9 @@ from osm_trustmgr.enrollment import Enrollment, begin_enrollment, complete_enrol
 from osm_trustmgr.evidence.charm_local import CharmRunner
 from osm_trustmgr.evidence.document import parse_evidence_document
 from osm_trustmgr.evidence.vca import CharmClient, LocalVcaDriver, VnfTarget
-from osm_trustmgr.policy.evaluate import Request, evaluate
 from osm_trustmgr.policy.model import TrustPolicy
 from osm_trustmgr.policy.result import AttestationResult, VerifierState
-from osm_trustmgr.sandbox.demo import signed_golden_policy
+from osm_trustmgr.sandbox.demo import VerifiedRounds, signed_golden_policy
 from osm_trustmgr.sandbox.swtpm import LocalCa
 from osm_trustmgr.sandbox.vnf import SimulatedVnf
 
@@ -39,7 +37,7 @@ def default_charm_dir() -> Path:
 
 
 @dataclass
-class VnfSandbox:
+class VnfSandbox(VerifiedRounds):
     vnf: SimulatedVnf
     client: CharmClient
     enrollment: Enrollment
@@ -47,18 +45,9 @@ class VnfSandbox:
     state: VerifierState | None = None
 
     def attest(self) -> AttestationResult:
-        """One round through the charm's ``attest`` action: fresh nonce → quote + logs → verdict."""
-        nonce = os.urandom(20)
-        selection = self.policy.selection()
-        offset = self.state.ima_offset if self.state else 0
-        document = asyncio.run(self.client.quote(nonce, selection, offset))
-        now = datetime.now(timezone.utc)
-        result = evaluate(parse_evidence_document(document).evidence, self.enrollment.claim(),
-                          Request(nonce, selection), entity=f"vnf:{APP}", now=now, policy=self.policy,
-                          previous=self.state)  # fmt: skip
-        if result.state is not None and result.loa >= 1:
-            self.state = result.state
-        return result
+        """One round through the charm's ``attest`` action."""
+        return self.judge(f"vnf:{APP}", lambda nonce, selection, offset: parse_evidence_document(
+            asyncio.run(self.client.quote(nonce, selection, offset))).evidence)  # fmt: skip
 
 
 async def _enroll(client: CharmClient, ca: LocalCa) -> Enrollment:
